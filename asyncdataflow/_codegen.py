@@ -1,0 +1,210 @@
+"""Generate one specialised coroutine function per block of a compiled plan.
+
+The way ``dataclasses`` writes ``__init__``: the plan is known when the flow is built, so
+every parameter lookup, guard test and merge is written out as plain Python, and a run does
+almost nothing but call the steps. A step with options, or a flow with step hooks, calls
+through a :class:`~asyncdataflow._runtime.StepRunner` instead of the inline call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from . import _runtime as rt
+from ._compiler import Block, Fn
+
+if TYPE_CHECKING:
+    from .flow import DataFlow
+
+
+
+class _Gen:
+    def __init__(
+        self,
+        flow: DataFlow,
+        visibility: str,
+        hooks: rt.Hooks,
+        executor: Executor | None,
+    ) -> None:
+        self.flow = flow
+        self.visibility = visibility
+        self.hooks = hooks
+        self.skip_hooks = bool(hooks.impls["on_step_skipped"])
+        self.executor = executor
+        self.thread_ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
+        self.ns: dict[str, Any] = {
+            "_loop": asyncio.get_running_loop,
+            "_cc": contextvars.copy_context,
+            "_partial": functools.partial,
+            "_check": rt.check_result,
+            "_note": rt.note,
+            "_merge": rt.merge,
+            "_mergeb": rt.merge_branches,
+            "_gather": rt.gather_branches,
+            "_routing": rt.routing_error,
+            "_skipped": rt.report_skipped,
+            "EXEC": executor,
+            "FLOW": flow,
+            "FLOWNAME": flow.name,
+            "HOOKS": hooks,
+        }
+        self.lines: list[str] = []
+        self.n = 0
+
+    def const(self, prefix: str, value: Any) -> str:
+        self.n += 1
+        name = f"{prefix}{self.n}"
+        self.ns[name] = value
+        return name
+
+    # -- pieces ---------------------------------------------------------------------
+
+    @staticmethod
+    def guard(node: Fn | Block) -> str:
+        if isinstance(node, Fn):
+            req = node.info.required
+            return "(" + " and ".join(f"{n!r} in d" for n in req) + ")" if req else "True"
+        if not node.concurrent:
+            return _Gen.guard(node.items[0])
+        return "(" + " or ".join(_Gen.guard(b) for b in node.items) + ")"
+
+    def combine(self, label: str) -> str:
+        if self.visibility == "previous":
+            return "d = r"
+        if self.visibility == "initial":
+            return f"d = _merge(init, r, 'the call arguments', {label!r})"
+        return f"d = _merge(d, r, 'the data before it', {label!r})"
+
+    def call_fn(self, fn: Fn) -> list[str]:
+        """Lines that leave the step's checked output in ``r``."""
+        info = fn.info
+        if self.hooks.step_level or (
+            info.timeout is not None or info.retry is not None or info.limit is not None
+        ):
+            runner = self.const("R", rt.StepRunner(self.flow, fn, self.hooks, self.executor))
+            return [f"r = await {runner}(d, run)"]
+        f = self.const("F", info.func)
+        s = self.const("S", info)
+        args = []
+        for name, default in fn.params:
+            if default is inspect.Parameter.empty:
+                args.append(f"{name}=d[{name!r}]")
+            else:
+                args.append(f"{name}=d.get({name!r}, {self.const('D', default)})")
+        a = ", ".join(args)
+        if info.is_async:
+            call = f"await {f}({a})"
+        elif info.inline:
+            call = f"{f}({a})"
+        elif self.thread_ctx:
+            call = f"await _loop().run_in_executor(EXEC, _partial(_cc().run, {f}{', ' if a else ''}{a}))"
+        else:
+            call = f"await _loop().run_in_executor(EXEC, _partial({f}{', ' if a else ''}{a}))"
+        return [
+            "try:",
+            f"    r = {call}",
+            "except Exception as e:",
+            f"    _note(e, {s}, FLOWNAME)",
+            "    raise",
+            "if r.__class__ is not dict:",
+            f"    r = _check(r, {s})",
+        ]
+
+    def skip(self, node: Fn | Block) -> list[str]:
+        return [f"_skipped(HOOKS, FLOW, run, {self.const('P', node)}, d)"]
+
+    # -- blocks ---------------------------------------------------------------------
+
+    def fn_branch(self, fn: Fn) -> str:
+        name = self.const("fn_", None)
+        body = [*self.call_fn(fn), self.combine(fn.info.name), "return d"]
+        self.emit_function(name, body)
+        return name
+
+    def seq(self, block: Block, guard_checked: bool) -> str:
+        name = self.const("seq_", None)
+        body: list[str] = []
+        for i, item in enumerate(block.items):
+            first = i == 0
+            known = first and guard_checked
+            if isinstance(item, Block) and item.concurrent:
+                body += self.par(item, may_be_empty=not known, first=first)
+                continue
+            if isinstance(item, Fn):
+                run = [*self.call_fn(item), self.combine(item.info.name)]
+            else:
+                sub = self.seq(item, guard_checked=True)
+                run = [f"d = await {sub}(d, run, init)"]
+            guard = self.guard(item)
+            if known or guard == "True":
+                body += run
+                continue
+            body.append(f"if {guard}:")
+            body += ["    " + line for line in run]
+            if first:  # the flow's own first item: nothing can run
+                body.append("else:")
+                if self.skip_hooks:
+                    body.append("    " + self.skip(block)[0])
+                body.append(f"    raise _routing({self.const('P', item)}, d, True)")
+            elif self.skip_hooks:
+                body.append("else:")
+                body += ["    " + line for line in self.skip(item)]
+        body.append("return d")
+        self.emit_function(name, body)
+        return name
+
+    def par(self, block: Block, may_be_empty: bool, first: bool) -> list[str]:
+        out = ["c = []", "n = []"]
+        for branch in block.items:
+            if isinstance(branch, Fn):
+                fn = self.fn_branch(branch)
+                label = branch.info.name
+            else:
+                fn = self.seq(branch, guard_checked=True)
+                label = f"branch {branch.path}"
+            out.append(f"if {self.guard(branch)}:")
+            out.append(f"    c.append({fn}(d, run, init))")
+            out.append(f"    n.append({label!r})")
+            if self.skip_hooks:
+                out.append("else:")
+                out.append("    " + self.skip(branch)[0])
+        if may_be_empty:
+            out.append("if not c:")
+            out.append(f"    raise _routing({self.const('P', block)}, d, {first})")
+        # the branches already folded the visibility into their outputs
+        return [
+            *out,
+            "if len(c) == 1:",
+            "    d = await c[0]",
+            "else:",
+            "    d = _mergeb(await _gather(c), n)",
+        ]
+
+    def emit_function(self, name: str, body: list[str]) -> None:
+        self.lines.append(f"async def {name}(d, run, init):")
+        self.lines += ["    " + line for line in body]
+        self.lines.append("")
+
+
+def generate(
+    flow: DataFlow,
+    root: Block,
+    visibility: str,
+    hooks: rt.Hooks,
+    executor: Executor | None,
+) -> Any:
+    """The coroutine function ``entry(data, run, init)`` that runs the whole flow."""
+    gen = _Gen(flow, visibility, hooks, executor)
+    entry = gen.seq(root, guard_checked=False)
+    source = "\n".join(gen.lines)
+    filename = f"<asyncdataflow {flow.name}>"
+    code = compile(source, filename, "exec")
+    exec(code, gen.ns)
+    func = gen.ns[entry]
+    func.__asyncdataflow_source__ = source
+    return func

@@ -1,0 +1,221 @@
+"""Validate a definition once and turn it into a plan: a tree of blocks and steps whose
+parameters, defaults, partial-bound names and async/sync nature are known up front."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import (
+    DataFlowEmptyError,
+    DataFlowFunctionArgsError,
+    DataFlowNotCallableError,
+    DataFlowNotTupleError,
+)
+from .info import StepInfo
+from .options import INLINE_ATTR, Retry, StepOptions
+
+if TYPE_CHECKING:
+    from .flow import DataFlow
+
+_REQUIRED = inspect.Parameter.empty
+_BAD_KINDS = {
+    inspect.Parameter.VAR_POSITIONAL: "*args",
+    inspect.Parameter.VAR_KEYWORD: "**kwargs",
+    inspect.Parameter.POSITIONAL_ONLY: "positional-only parameters",
+}
+MAPPED_ATTR = "__asyncdataflow_wrapped__"
+
+
+@dataclass(eq=False, slots=True)
+class Fn:
+    """A function step in the plan."""
+
+    info: StepInfo
+    #: (name, default) for every parameter; default is inspect.Parameter.empty if required
+    params: tuple[tuple[str, Any], ...]
+    outputs: tuple[str, ...] | None = None
+
+    @property
+    def path(self) -> str:
+        return self.info.path
+
+    def missing(self, data: Any) -> tuple[str, ...]:
+        return tuple(n for n in self.info.required if n not in data)
+
+    def steps(self) -> Iterator[Fn]:
+        yield self
+
+
+@dataclass(eq=False, slots=True)
+class Block:
+    """A sequential (``concurrent=False``) or concurrent block of items."""
+
+    path: str
+    concurrent: bool
+    items: list[Fn | Block] = field(default_factory=list)
+    name: str | None = None  # set when the block is an inlined DataFlow
+
+    def steps(self) -> Iterator[Fn]:
+        for item in self.items:
+            yield from item.steps()
+
+
+def guard_missing(node: Fn | Block, data: Any) -> list[tuple[Fn, tuple[str, ...]]]:
+    """The steps that decide whether ``node`` is taken, each with what it lacks."""
+    if isinstance(node, Fn):
+        return [(node, node.missing(data))]
+    if not node.concurrent:
+        return guard_missing(node.items[0], data)
+    out: list[tuple[Fn, tuple[str, ...]]] = []
+    for branch in node.items:
+        out.extend(guard_missing(branch, data))
+    return out
+
+
+def callable_name(func: Any) -> str:
+    if isinstance(func, functools.partial):
+        return f"partial({callable_name(func.func)})"
+    name = getattr(func, "__qualname__", None)
+    if not isinstance(name, str):
+        name = type(func).__qualname__
+    return name
+
+
+def analyze_signature(
+    func: Callable[..., Any], where: str
+) -> tuple[tuple[str, Any], ...]:
+    """(name, default-or-empty) for each parameter the flow may feed ``func``.
+
+    Keyword arguments bound with ``functools.partial`` are left out: flow data never
+    overrides them.
+    """
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        raise DataFlowFunctionArgsError(
+            f"{where}: cannot read the signature of {callable_name(func)} ({exc}); "
+            f"wrap it in a def with named parameters"
+        ) from None
+    bound: set[str] = set()
+    inner: Any = func
+    while isinstance(inner, functools.partial):
+        bound.update(inner.keywords)
+        inner = inner.func
+    params: list[tuple[str, Any]] = []
+    for p in sig.parameters.values():
+        if p.kind in _BAD_KINDS:
+            raise DataFlowFunctionArgsError(
+                f"{where}: {callable_name(func)} takes {_BAD_KINDS[p.kind]} "
+                f"({p}); a step must take named parameters only, so the flow can match "
+                f"them to its data. Wrap it: `def step(a, b): return "
+                f"{callable_name(func).rsplit('.', 1)[-1]}(a, b)`"
+            )
+        if p.name in bound:
+            continue
+        params.append((p.name, p.default))
+    return tuple(params)
+
+
+def is_async_callable(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(type(func), "__call__", None)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def is_inline(func: Any) -> bool:
+    while True:
+        if getattr(func, INLINE_ATTR, False):
+            return True
+        if isinstance(func, functools.partial):
+            func = func.func
+        else:
+            return False
+
+
+def unwrap_step(func: Any) -> Any:
+    """The object behind partials, options and args_mapper wrappers (for aclose)."""
+    while True:
+        if isinstance(func, StepOptions):
+            func = func.func
+        elif isinstance(func, functools.partial):
+            func = func.func
+        elif hasattr(func, MAPPED_ATTR):
+            func = getattr(func, MAPPED_ATTR)
+        else:
+            return func
+
+
+class Compiler:
+    def __init__(self, default_retry: Retry | None) -> None:
+        self.default_retry = default_retry
+
+    def compile(self, definition: Any, flow_cls: type[DataFlow]) -> Block:
+        self.flow_cls = flow_cls
+        if not isinstance(definition, tuple):
+            raise DataFlowNotTupleError(
+                f"definition: expected a tuple, got {type(definition).__name__}; "
+                f"write the flow as a tuple: DataFlow((step_a, step_b))"
+            )
+        return self._block(definition, "definition", concurrent=False)
+
+    def _block(self, items: tuple[Any, ...], path: str, concurrent: bool) -> Block:
+        if not items:
+            raise DataFlowEmptyError(
+                f"{path}: empty tuple; a block needs at least one step (remove it)"
+            )
+        block = Block(path, concurrent)
+        for i, item in enumerate(items):
+            block.items.append(self._item(item, f"{path}[{i}]", path, not concurrent))
+        return block
+
+    def _item(self, item: Any, path: str, parent: str, nested_concurrent: bool) -> Fn | Block:
+        if isinstance(item, tuple):
+            return self._block(item, path, concurrent=nested_concurrent)
+        if isinstance(item, self.flow_cls):
+            inner = self._block(item.definition, path, concurrent=False)
+            inner.name = item.name
+            return inner
+        if isinstance(item, (list, set, frozenset, dict)):
+            kind = "a sequential" if not nested_concurrent else "a concurrent"
+            raise DataFlowNotTupleError(
+                f"{path}: got a {type(item).__name__} where a tuple ({kind} block) or a "
+                f"step is expected; blocks are written as tuples: ({', '.join('...' for _ in range(2))})"
+            )
+        if not callable(item):
+            raise DataFlowNotCallableError(
+                f"{path}: {item!r} ({type(item).__name__}) is neither callable nor a tuple; "
+                f"put a function, a step object or a nested tuple there"
+            )
+        return self._fn(item, path, parent)
+
+    def _fn(self, item: Any, path: str, parent: str) -> Fn:
+        opts = item if isinstance(item, StepOptions) else None
+        func = opts.func if opts else item
+        if not callable(func):
+            raise DataFlowNotCallableError(f"{path}: step({func!r}) wraps a non-callable")
+        params = analyze_signature(func, f"{path} ({callable_name(func)})")
+        required = tuple(n for n, d in params if d is _REQUIRED)
+        is_async = is_async_callable(func)
+        retry = (opts.retry if opts and opts.retry else None) or self.default_retry
+        info = StepInfo(
+            name=(opts.name if opts and opts.name else None) or callable_name(func),
+            path=path,
+            parent=parent,
+            func=func,
+            is_async=is_async,
+            inline=(not is_async) and is_inline(func),
+            params=tuple(n for n, _ in params),
+            required=required,
+            timeout=opts.timeout if opts else None,
+            retry=retry,
+            limit=opts.limit if opts else None,
+        )
+        outputs = getattr(func, "__asyncdataflow_outputs__", None)
+        return Fn(info, params, tuple(outputs) if outputs else None)

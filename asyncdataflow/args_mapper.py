@@ -1,0 +1,164 @@
+"""args_mapper: rename a function's parameters and name its return value, so a function
+written without the flow in mind fits into one."""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._compiler import MAPPED_ATTR, analyze_signature, callable_name, is_async_callable, is_inline
+from .exceptions import ArgsMapperError, ArgsMapperInputKeyError, ArgsMapperOutputKeyError
+from .options import INLINE_ATTR, StepOptions
+
+__all__ = ["args_mapper"]
+
+_EMPTY = object()
+
+
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise ArgsMapperError(f"args_mapper: {what} {name!r} is not a valid parameter name")
+    return name
+
+
+def _wrong_length(name: str, names: tuple[str, ...], value: Any) -> ArgsMapperError:
+    return ArgsMapperError(
+        f"args_mapper({name}): output={list(names)} expects a tuple of {len(names)} "
+        f"values, got {type(value).__name__}"
+        + (f" of {len(value)}" if hasattr(value, "__len__") else "")
+    )
+
+
+def _missing_keys(name: str, keys: Sequence[str], value: Any) -> ArgsMapperOutputKeyError:
+    if not isinstance(value, Mapping):
+        return ArgsMapperOutputKeyError(
+            f"args_mapper({name}): output={{...}} expects a dict, got {type(value).__name__}"
+        )
+    missing = [k for k in keys if k not in value]
+    return ArgsMapperOutputKeyError(
+        f"args_mapper({name}): the returned dict lacks {missing} listed in output=; "
+        f"it has {sorted(value)}"
+    )
+
+
+def args_mapper(
+    func: Callable[..., Any],
+    input: Mapping[str, str] | None = None,
+    output: str | Sequence[str] | Mapping[str, str] | None = None,
+) -> Callable[..., Any]:
+    """Wrap ``func`` so that it reads and writes the flow's names.
+
+    Args:
+        func: an async or sync callable (a partial too).
+        input: ``{parameter: flow_key}``: feed ``parameter`` from the flow's ``flow_key``.
+        output: ``"name"``: return ``{"name": value}``; ``["a", "b"]``: zip a returned
+            tuple onto the names; ``{"key": "flow_key"}``: rename a returned dict's keys
+            (unlisted keys are dropped).
+
+    The wrapper is async if ``func`` is (else it stays sync and runs in a thread), and its
+    signature shows the flow-side names, so routing works through it.
+    """
+    name = callable_name(func)
+    inner = func.func if isinstance(func, StepOptions) else func
+    if inner is not func:
+        raise ArgsMapperError(
+            f"args_mapper({name}): wrap the function first, then apply step(...) options: "
+            f"step(args_mapper(f, ...), timeout=...)"
+        )
+    params = analyze_signature(func, f"args_mapper({name})")
+    param_names = [p for p, _ in params]
+    input = dict(input or {})
+    for p, flow_key in input.items():
+        if p not in param_names:
+            raise ArgsMapperInputKeyError(
+                f"args_mapper({name}): input names {p!r}, which is not a parameter of "
+                f"{name} (its parameters: {param_names})"
+            )
+        _check_name(flow_key, "input key")
+    outer_names = [input.get(p, p) for p in param_names]
+    dupes = {n for n in outer_names if outer_names.count(n) > 1}
+    if dupes:
+        raise ArgsMapperError(
+            f"args_mapper({name}): two parameters would read the same flow key {sorted(dupes)}"
+        )
+
+    ns: dict[str, Any] = {
+        "func": func,
+        "ArgsMapperError": ArgsMapperError,
+        "_wrong_length": _wrong_length,
+        "_missing_keys": _missing_keys,
+        "NAME": name,
+    }
+    sig_parts: list[str] = []
+    call_parts: list[str] = []
+    for (p, default), outer in zip(params, outer_names, strict=True):
+        if default is _compiler_empty():
+            sig_parts.append(outer)
+        else:
+            ns[f"_d_{outer}"] = default
+            sig_parts.append(f"{outer}=_d_{outer}")
+        call_parts.append(f"{p}={outer}")
+
+    outputs: tuple[str, ...] | None
+    if output is None:
+        ret = ["return r"]
+        outputs = None
+    elif isinstance(output, str):
+        _check_name(output, "output")
+        ret = [f"return {{{output!r}: r}}"]
+        outputs = (output,)
+    elif isinstance(output, Mapping):
+        for k, v in output.items():
+            _check_name(v, "output name")
+        ns["KEYS"] = list(output)
+        pairs = ", ".join(f"{v!r}: r[{k!r}]" for k, v in output.items())
+        ret = [
+            "try:",
+            f"    return {{{pairs}}}",
+            "except (KeyError, TypeError):",
+            "    raise _missing_keys(NAME, KEYS, r) from None",
+        ]
+        outputs = tuple(output.values())
+    elif isinstance(output, (list, tuple)):
+        names = tuple(_check_name(n, "output name") for n in output)
+        ns["NAMES"] = names
+        unpack = ", ".join(f"v{i}" for i in range(len(names))) + ("," if len(names) == 1 else "")
+        pairs = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
+        ret = [
+            "try:",
+            f"    {unpack} = r",
+            "except (ValueError, TypeError):",
+            "    raise _wrong_length(NAME, NAMES, r) from None",
+            f"return {{{pairs}}}",
+        ]
+        outputs = names
+    else:
+        raise ArgsMapperError(
+            f"args_mapper({name}): output must be a str, a list of str or a dict, "
+            f"got {type(output).__name__}"
+        )
+
+    is_async = is_async_callable(func)
+    sig = ", ".join(sig_parts)
+    head = f"async def mapped({'*, ' if sig else ''}{sig}):" if is_async else (
+        f"def mapped({'*, ' if sig else ''}{sig}):"
+    )
+    call = f"{'await ' if is_async else ''}func({', '.join(call_parts)})"
+    src = "\n".join([head, f"    r = {call}", *("    " + line for line in ret)])
+    exec(compile(src, f"<args_mapper {name}>", "exec"), ns)
+    mapped = ns["mapped"]
+    mapped.__qualname__ = mapped.__name__ = f"args_mapper({name})"
+    mapped.__doc__ = getattr(func, "__doc__", None)
+    mapped.__module__ = getattr(func, "__module__", None) or __name__
+    setattr(mapped, MAPPED_ATTR, func)
+    mapped.__asyncdataflow_outputs__ = outputs
+    if not is_async and is_inline(func):
+        setattr(mapped, INLINE_ATTR, True)
+    return mapped  # type: ignore[no-any-return]
+
+
+def _compiler_empty() -> Any:
+    import inspect
+
+    return inspect.Parameter.empty

@@ -1,0 +1,343 @@
+"""DataFlow: a compiled definition you call like a coroutine function."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from types import TracebackType
+from typing import Any
+
+from . import _runtime as rt
+from . import plugin_manager as _plugins
+from ._codegen import generate
+from ._compiler import Block, Compiler, Fn, unwrap_step
+from .exceptions import DataFlowCallError, DataFlowDefinitionError
+from .info import RunInfo, StepInfo
+from .options import Retry
+
+__all__ = ["DataFlow"]
+
+Result = dict[str, Any]
+_VISIBILITIES = ("previous", "initial", "all")
+
+
+class _LoopState:
+    __slots__ = ("event", "stopped")
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.event: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.event is not None:
+            self.event.set()
+
+
+class DataFlow:
+    """A tuple of steps compiled into one coroutine function.
+
+    ``await flow(**kwargs)`` runs it once and returns the result dict. The top-level tuple
+    runs sequentially, a nested tuple concurrently, and so on, alternating. See the README
+    for the routing and visibility rules.
+
+    Args:
+        definition: the tuple of steps and nested tuples.
+        infinity_loop: ``await flow(**kw)`` runs the flow again and again until
+            :meth:`stop` or cancellation.
+        interval: seconds to pause between loop iterations.
+        args_visibility: ``"previous"``, ``"initial"`` or ``"all"``.
+        executor: where sync steps run (default: the loop's default thread pool).
+        plugins: plugins for this flow only, on top of the global ones.
+        name: display name in errors, notes and hooks.
+        retry: a default :class:`Retry` policy for every step without its own.
+    """
+
+    def __init__(
+        self,
+        definition: tuple[Any, ...],
+        *,
+        infinity_loop: bool = False,
+        interval: float = 0.0,
+        args_visibility: str = "previous",
+        executor: Executor | None = None,
+        plugins: Iterable[Any] = (),
+        name: str | None = None,
+        retry: Retry | None = None,
+    ) -> None:
+        if args_visibility not in _VISIBILITIES:
+            raise DataFlowDefinitionError(
+                f"args_visibility={args_visibility!r}: use one of {', '.join(_VISIBILITIES)}"
+            )
+        if interval < 0:
+            raise DataFlowDefinitionError(f"interval={interval!r}: must be >= 0 seconds")
+        if executor is not None and not isinstance(executor, Executor):
+            raise DataFlowDefinitionError(
+                f"executor={executor!r}: must be a concurrent.futures.Executor"
+            )
+        self.definition = definition
+        self.infinity_loop = infinity_loop
+        self.interval = float(interval)
+        self.args_visibility = args_visibility
+        self.executor = executor
+        self.plugins = tuple(plugins)
+        self.retry = retry
+        self.name = name or f"DataFlow@{id(self):x}"
+        self.plan: Block = Compiler(retry).compile(definition, DataFlow)
+        self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
+        self._loops: set[_LoopState] = set()
+        self._version = -1
+        self._build()
+
+    # -- compiling ------------------------------------------------------------------
+
+    def _build(self) -> None:
+        pm = _plugins.plugin_manager_for(self.plugins)
+        self._version = _plugins.version()
+        self._hooks = rt.Hooks(pm)
+        self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
+        if self.infinity_loop:
+            self._entry: Callable[[Result], Awaitable[Result]] = self._loop
+        elif self._hooks.flow_level:
+            self._entry = self._observed
+        else:
+            self._entry = self._plain
+
+    @property
+    def source(self) -> str:
+        """The generated Python source of this flow (for the curious and for debugging)."""
+        return str(self._body.__asyncdataflow_source__)
+
+    # -- running --------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Result]:
+        if args:
+            raise DataFlowCallError(
+                f"flow {self.name!r} takes keyword arguments only, got {len(args)} "
+                f"positional; call it as flow(name=value, ...)"
+            )
+        if self._version != _plugins.version():
+            self._build()
+        return self._entry(kwargs)
+
+    def _plain(self, kwargs: Result) -> Awaitable[Result]:
+        return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
+
+    async def _observed(self, kwargs: Result, iteration: int | None = None) -> Result:
+        hooks = self._hooks
+        run = RunInfo(kwargs, iteration)
+        hooks.emit("before_flow_run", flow=self, run=run, kwargs=kwargs)
+        started = time.perf_counter()
+        try:
+            result: Result = await self._body(kwargs, run, kwargs)
+        except BaseException as error:
+            hooks.emit(
+                "after_flow_run", flow=self, run=run, result=None, error=error,
+                duration=time.perf_counter() - started,
+            )
+            raise
+        hooks.emit(
+            "after_flow_run", flow=self, run=run, result=result, error=None,
+            duration=time.perf_counter() - started,
+        )
+        return result
+
+    async def _loop(self, kwargs: Result) -> Result:
+        state = _LoopState()
+        self._loops.add(state)
+        try:
+            iteration = 0
+            while True:
+                iteration += 1
+                hooks = self._hooks
+                started = time.perf_counter()
+                if hooks.any:
+                    run = RunInfo(kwargs, iteration)
+                    try:
+                        result = await self._iteration(kwargs, run, iteration)
+                    except BaseException as error:
+                        hooks.emit(
+                            "after_loop_iteration", flow=self, run=run, iteration=iteration,
+                            result=None, error=error, duration=time.perf_counter() - started,
+                        )
+                        raise
+                    hooks.emit(
+                        "after_loop_iteration", flow=self, run=run, iteration=iteration,
+                        result=result, error=None, duration=time.perf_counter() - started,
+                    )
+                else:
+                    result = await self._body(kwargs, None, kwargs)
+                if state.stopped:
+                    return result
+                if self.interval:
+                    if state.event is None:
+                        state.event = asyncio.Event()
+                    try:
+                        async with asyncio.timeout(self.interval):
+                            await state.event.wait()
+                    except TimeoutError:
+                        pass
+                else:
+                    await asyncio.sleep(0)
+                if state.stopped:
+                    return result
+                if self._version != _plugins.version():
+                    self._build()
+        finally:
+            self._loops.discard(state)
+
+    async def _iteration(self, kwargs: Result, run: RunInfo, iteration: int) -> Result:
+        if self._hooks.flow_level:
+            return await self._observed(kwargs, iteration)
+        result: Result = await self._body(kwargs, run, kwargs)
+        return result
+
+    def stop(self) -> None:
+        """Let every running infinity loop of this flow finish its current iteration and
+        return that iteration's result (a loop pausing between iterations returns at
+        once). Loops started later are not affected."""
+        for state in list(self._loops):
+            state.stop()
+
+    async def map(
+        self,
+        inputs: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        *,
+        concurrency: int,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Result | BaseException]:
+        """Run the flow once per kwargs mapping, at most ``concurrency`` at a time, and
+        yield the results in input order.
+
+        Inputs are pulled lazily: at most ``concurrency`` runs are in flight and at most
+        ``2 * concurrency`` finished results wait for an earlier, slower one. Without
+        ``return_exceptions`` the first failure stops new runs; the results before it (in
+        input order) are still yielded, then its exception is raised and the runs still
+        going are cancelled. With ``return_exceptions=True`` a failed run yields its
+        exception in its place. Leaving the ``async for`` early cancels the runs in flight.
+        """
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise DataFlowCallError(f"map(concurrency={concurrency!r}): must be an int >= 1")
+        if self.infinity_loop:
+            raise DataFlowCallError(
+                f"flow {self.name!r} is an infinity loop; map() needs runs that finish"
+            )
+        loop = asyncio.get_running_loop()
+        window = 2 * concurrency
+        pending: deque[asyncio.Task[Result]] = deque()
+        running = 0
+        failed = False
+        wakeup: asyncio.Future[None] | None = None
+        index = 0
+        if isinstance(inputs, AsyncIterable):
+            ait = aiter(inputs)
+            it = None
+        else:
+            it = iter(inputs)
+            ait = None
+
+        def done(task: asyncio.Task[Result]) -> None:
+            nonlocal running, failed
+            running -= 1
+            if not task.cancelled() and task.exception() is not None and not return_exceptions:
+                failed = True
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
+
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and not failed and running < concurrency and len(pending) < window:
+                    try:
+                        kw = next(it) if it is not None else await anext(ait)  # type: ignore[arg-type]
+                    except (StopIteration, StopAsyncIteration):
+                        exhausted = True
+                        break
+                    if not isinstance(kw, Mapping):
+                        raise DataFlowCallError(
+                            f"map(): input #{index} is a {type(kw).__name__}, not a mapping "
+                            f"of keyword arguments for flow {self.name!r}"
+                        )
+                    index += 1
+                    task = loop.create_task(self(**kw))  # type: ignore[arg-type]
+                    running += 1
+                    task.add_done_callback(done)
+                    pending.append(task)
+                if not pending:
+                    return
+                head = pending[0]
+                if head.done():
+                    pending.popleft()
+                    error = head.exception()
+                    if error is not None:
+                        if not return_exceptions:
+                            raise error
+                        yield error
+                    else:
+                        yield head.result()
+                    continue
+                wakeup = loop.create_future()
+                await wakeup
+                wakeup = None
+        finally:
+            for task in pending:
+                task.cancel()
+            left = [t for t in pending if not t.done()]
+            if left:
+                await asyncio.wait(left)
+            for task in pending:
+                if not task.cancelled():
+                    task.exception()
+
+    # -- closing --------------------------------------------------------------------
+
+    def _closeables(self) -> list[Any]:
+        seen: dict[int, Any] = {}
+        for fn in self.plan.steps():
+            obj = unwrap_step(fn.info.func)
+            close = getattr(obj, "aclose", None)
+            if close is not None and callable(close) and id(obj) not in seen:
+                seen[id(obj)] = obj
+        return list(seen.values())
+
+    async def aclose(self) -> None:
+        """Close what the flow's steps opened: ``await obj.aclose()`` once for every step
+        object that has it. All are closed even if one fails; the first failure is then
+        raised."""
+        errors: list[BaseException] = []
+        for obj in self._closeables():
+            try:
+                await obj.aclose()
+            except Exception as error:
+                error.add_note(f"asyncdataflow: raised by {type(obj).__qualname__}.aclose()")
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    async def __aenter__(self) -> DataFlow:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- looking at it --------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<DataFlow {self.name!r}: {len(self.steps)} steps>"
+
+    def walk(self) -> Iterable[Fn | Block]:
+        """Every block and step of the plan, depth first."""
+        stack: list[Fn | Block] = [self.plan]
+        while stack:
+            node = stack.pop()
+            yield node
+            if isinstance(node, Block):
+                stack.extend(reversed(node.items))

@@ -1,0 +1,66 @@
+"""What hooks are told about a run and a step: small, frozen, slotted objects."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .options import Retry
+
+_counter = itertools.count(1)
+_prefix = f"{os.getpid():x}-{os.urandom(4).hex()}"
+
+
+def _new_run_id() -> str:
+    return f"{_prefix}-{next(_counter)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One step of a compiled flow, as the hooks see it.
+
+    Attributes:
+        name: the display name: ``step(..., name=...)``, else the callable's qualified name.
+        path: its place in the definition, e.g. ``definition[2][0]``.
+        parent: the path of the block that holds it (``definition`` for a top-level step).
+        func: the callable that is called (options and inline marks removed).
+        is_async: whether it is awaited on the loop (else it runs in the executor, or
+            inline when marked with :func:`asyncdataflow.inline`).
+        inline: a sync step marked to run on the loop.
+        params: every parameter the flow may feed it, by flow-side name.
+        required: the parameters without default; all must be in the input for it to run.
+        timeout: seconds, or ``None``.
+        retry: the retry policy in force (its own, else the flow's default), or ``None``.
+        limit: at most this many calls at once across all runs of the flow, or ``None``.
+    """
+
+    name: str
+    path: str
+    parent: str
+    func: Callable[..., Any] = field(repr=False)
+    is_async: bool
+    inline: bool
+    params: tuple[str, ...]
+    required: tuple[str, ...]
+    timeout: float | None = None
+    retry: Retry | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run of a flow: one call, or one iteration of an infinity loop.
+
+    Attributes:
+        id: unique in this process and across processes (pid, random part, counter).
+        kwargs: the call's keyword arguments.
+        iteration: the loop iteration (from 1), or ``None`` outside a loop.
+    """
+
+    kwargs: Mapping[str, Any] = field(repr=False)
+    iteration: int | None = None
+    id: str = field(default_factory=_new_run_id)

@@ -1,0 +1,118 @@
+"""Per-step options that do not touch the function: name, timeout, retry policy, limit;
+and the mark for a cheap sync function that may run on the loop."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .exceptions import DataFlowDefinitionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+INLINE_ATTR = "__asyncdataflow_inline__"
+
+
+def inline(func: F) -> F:
+    """Mark a cheap sync function to run on the event loop instead of in the executor.
+
+    Use it only for functions that take microseconds (reshaping a dict): anything that
+    blocks would stall every other run on the loop. Returns the function itself.
+    """
+    try:
+        setattr(func, INLINE_ATTR, True)
+    except (AttributeError, TypeError):
+        raise DataFlowDefinitionError(
+            f"inline(): cannot mark {func!r}; wrap it in a def or functools.partial first"
+        ) from None
+    return func
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A retry policy: exponential backoff with jitter, for the listed exception types.
+
+    Attempt ``n`` (from 1) that fails with an exception listed in ``on`` is followed by a
+    pause of ``backoff * 2 ** (n - 1)`` seconds, capped at ``max_delay``; with ``jitter``
+    the pause is drawn uniformly from ``[pause / 2, pause]``. After ``attempts`` attempts
+    in all, the last exception propagates unchanged.
+
+    Args:
+        attempts: how many attempts in all (1 means no retry).
+        backoff: the first pause, in seconds.
+        max_delay: the longest pause, in seconds (also caps a server's ``Retry-After``).
+        jitter: randomise each pause to spread retries of many runs.
+        on: the exception types that are retried; others propagate at once.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_delay: float = 30.0
+    jitter: bool = True
+    on: tuple[type[BaseException], ...] = (Exception,)
+    _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise DataFlowDefinitionError(f"Retry(attempts={self.attempts}): must be >= 1")
+        if self.backoff < 0 or self.max_delay < 0:
+            raise DataFlowDefinitionError("Retry: backoff and max_delay must be >= 0")
+        if isinstance(self.on, type):
+            object.__setattr__(self, "on", (self.on,))
+
+    def delay(
+        self, error: BaseException, attempt: int, *, retry_after: float | None = None
+    ) -> float | None:
+        """The pause before attempt ``attempt + 1``, or ``None`` when ``error`` is not to
+        be retried (not listed in ``on``, or no attempts left). ``retry_after`` (a server's
+        hint, in seconds) replaces the backoff, still capped by ``max_delay``."""
+        if attempt >= self.attempts or not isinstance(error, self.on):
+            return None
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        pause = min(self.backoff * (2 ** (attempt - 1)), self.max_delay)
+        if self.jitter:
+            pause = self._random.uniform(pause / 2, pause)
+        return pause
+
+
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """What :func:`step` attaches to a callable (read by the compiler)."""
+
+    func: Callable[..., Any]
+    name: str | None = None
+    timeout: float | None = None
+    retry: Retry | None = None
+    limit: int | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+
+def step(
+    func: Callable[..., Any],
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    limit: int | None = None,
+) -> StepOptions:
+    """Give a step a display name, a timeout (seconds; the step then fails with
+    ``TimeoutError``), a retry policy, or a concurrency limit shared by every run of the
+    flow, without changing the function. ``step(step(f, name="a"), timeout=1)`` combines."""
+    if timeout is not None and timeout <= 0:
+        raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
+    if limit is not None and limit < 1:
+        raise DataFlowDefinitionError(f"step({name or func!r}): limit must be >= 1")
+    if isinstance(func, StepOptions):
+        return StepOptions(
+            func.func,
+            name=name if name is not None else func.name,
+            timeout=timeout if timeout is not None else func.timeout,
+            retry=retry if retry is not None else func.retry,
+            limit=limit if limit is not None else func.limit,
+        )
+    return StepOptions(func, name=name, timeout=timeout, retry=retry, limit=limit)
