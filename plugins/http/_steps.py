@@ -1,0 +1,527 @@
+"""``reader()`` and ``writer()``: HTTP steps for a DataFlow definition, on aiohttp."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from asyncdataflow.exceptions import DataFlowDefinitionError
+
+try:
+    import aiohttp
+    from multidict import CIMultiDict
+    from yarl import URL
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'asyncdataflow.plugins.http needs aiohttp: pip install "asyncdataflow[http]"'
+    ) from e
+
+from ._session import SessionHolder
+from ._url import fill_template, is_secret_name, redact_headers, redact_url, template_fields
+
+__all__ = ["Paginator", "Reader", "Writer", "reader", "writer"]
+
+logger = logging.getLogger("asyncdataflow.plugins.http")
+
+ReadFormat = Literal["auto", "json", "text", "bytes"]
+WriteFormat = Literal["json", "form", "bytes"]
+NextUrl = str | URL | None
+Paginator = Callable[[Any, aiohttp.ClientResponse], NextUrl | Awaitable[NextUrl]]
+Auth = tuple[str, str] | aiohttp.BasicAuth
+
+_READ_FORMATS = ("auto", "json", "text", "bytes")
+_WRITE_FORMATS = ("json", "form", "bytes")
+_KW = inspect.Parameter.KEYWORD_ONLY
+
+
+def _basic(login: str, password: str) -> str:
+    """An ``Authorization: Basic`` value (RFC 7617, UTF-8). aiohttp 3.14 deprecates its
+    ``auth=``/``BasicAuth``, so the step always sends credentials as this header."""
+    if ":" in login:
+        raise ValueError('a ":" is not allowed in a Basic auth login (RFC 7617)')
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
+
+
+def _is_json(response: aiohttp.ClientResponse) -> bool:
+    ctype = response.content_type
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+async def _read_body(response: aiohttp.ClientResponse, fmt: str) -> Any:
+    if fmt == "auto":
+        fmt = "json" if _is_json(response) else "text"
+    if fmt == "json":
+        # content_type=None: decode whatever the server called it; empty body -> None.
+        return await response.json(content_type=None)
+    if fmt == "text":
+        return await response.text()
+    return await response.read()
+
+
+def _check_status(response: aiohttp.ClientResponse) -> None:
+    """Raise aiohttp's own ClientResponseError for any status outside 2xx."""
+    if 200 <= response.status < 300:
+        return
+    if response.status >= 400:
+        response.raise_for_status()
+    raise aiohttp.ClientResponseError(
+        response.request_info,
+        response.history,
+        status=response.status,
+        message=response.reason or "",
+        headers=response.headers,
+    )
+
+
+class _HttpStep:
+    """What reader and writer share: URL (fixed, template or ``url`` parameter),
+    headers, auth, timeout, the session, and ``aclose()``."""
+
+    _kind = "http"
+
+    def __init__(
+        self,
+        url: str | URL | None,
+        *,
+        method: str,
+        headers: Mapping[str, str] | None,
+        auth: Auth | None,
+        timeout: float | None,
+        session: aiohttp.ClientSession | None,
+        limit_per_host: int | None,
+        extra_params: tuple[str, ...],
+        required_extra: tuple[str, ...] = (),
+    ) -> None:
+        shown_url = "<url>" if url is None else redact_url(url)
+        where = f"http.{self._kind}({method!s} {shown_url})"
+        if not isinstance(method, str) or not method.isalpha():
+            raise DataFlowDefinitionError(f"{where}: method must be an HTTP method name")
+        self._method = method.upper()
+        where = f"http.{self._kind}({self._method} {shown_url})"
+        if url is not None and not isinstance(url, str | URL):
+            raise DataFlowDefinitionError(f"{where}: url must be a str or yarl.URL")
+        if timeout is not None and not timeout > 0:
+            raise DataFlowDefinitionError(f"{where}: timeout must be > 0 seconds, or None")
+        if limit_per_host is not None and limit_per_host < 1:
+            raise DataFlowDefinitionError(f"{where}: limit_per_host must be >= 1, or None")
+        if session is not None and limit_per_host is not None:
+            raise DataFlowDefinitionError(
+                f"{where}: limit_per_host configures the session the step creates; with "
+                "session= set the limit on your own session's TCPConnector instead"
+            )
+        self._headers: CIMultiDict[str] = CIMultiDict(headers or {})
+        self._has_auth = auth is not None
+        if auth is not None:
+            if isinstance(auth, aiohttp.BasicAuth):
+                login, password = auth.login, auth.password
+            elif (
+                isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(a, str) for a in auth)
+            ):
+                login, password = auth
+            else:
+                raise DataFlowDefinitionError(
+                    f"{where}: auth must be a (login, password) tuple of str "
+                    "(or an aiohttp.BasicAuth)"
+                )
+            if "Authorization" in self._headers:
+                raise DataFlowDefinitionError(
+                    f"{where}: both auth= and an Authorization header; give one of them"
+                )
+            try:
+                self._headers["Authorization"] = _basic(login, password)
+            except ValueError as e:
+                raise DataFlowDefinitionError(f"{where}: {e}") from None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_s = timeout
+        self._sessions = SessionHolder(session, limit_per_host)
+
+        # The URL: fixed (parsed once), a template (filled per call) or the `url` parameter.
+        self._fixed_url: URL | None = None
+        self._template: str | None = None
+        self._fields: tuple[str, ...] = ()
+        if url is None:
+            url_params: tuple[str, ...] = ("url",)
+        else:
+            text = str(url)
+            self._fields = template_fields(text, where=where) if isinstance(url, str) else ()
+            if self._fields:
+                self._template = text
+                own = ("url", *required_extra, *extra_params)
+                clash = sorted(set(self._fields) & set(own))
+                if clash:
+                    raise DataFlowDefinitionError(
+                        f"{where}: URL template field(s) {clash} clash with the step's own "
+                        f"parameters {list(own)}; rename the field"
+                    )
+            else:
+                try:
+                    self._fixed_url, fixed_auth = self._split_auth(
+                        URL(url) if isinstance(url, str) else url, where
+                    )
+                except ValueError as e:
+                    raise DataFlowDefinitionError(str(e)) from None
+                if fixed_auth is not None:
+                    self._headers["Authorization"] = fixed_auth
+            url_params = self._fields
+
+        self.__qualname__ = where
+        self.__name__ = where
+        # The flow-side parameters: required ones (URL, data) then optional ones.
+        params = [inspect.Parameter(name, _KW) for name in (*url_params, *required_extra)]
+        params += [inspect.Parameter(name, _KW, default=None) for name in extra_params]
+        self.__signature__ = inspect.Signature(params)
+
+    def __repr__(self) -> str:
+        return f"<{self.__qualname__}>"
+
+    def _split_auth(self, url: URL, where: str) -> tuple[URL, str | None]:
+        """Validate a URL and move its ``user:password`` into an ``Authorization: Basic``
+        header value, so neither the request line nor aiohttp's exception messages (which
+        show the URL) carry them."""
+        if not url.is_absolute() or url.scheme not in ("http", "https"):
+            raise ValueError(
+                f"{where}: {redact_url(url)!r} is not an absolute http(s) URL; "
+                "give the full URL, e.g. http://host/path"
+            )
+        if url.user is None and url.password is None:
+            return url, None
+        if self._has_auth:
+            raise ValueError(
+                f"{where}: credentials in both the URL and auth=; give them in one place"
+            )
+        try:
+            auth = _basic(url.user or "", url.password or "")
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        return url.with_user(None), auth
+
+    def _target(self, kwargs: Mapping[str, Any]) -> tuple[URL, str | None]:
+        """The request URL and, for credentials that were in it, the Authorization value."""
+        if self._fixed_url is not None:
+            return self._fixed_url, None
+        if self._template is not None:
+            text = fill_template(self._template, {f: kwargs[f] for f in self._fields})
+            url = URL(text)
+        else:
+            raw = kwargs["url"]
+            if isinstance(raw, URL):
+                url = raw
+            elif isinstance(raw, str):
+                url = URL(raw)
+            else:
+                raise ValueError(
+                    f"{self.__qualname__}: the url parameter must be a str or yarl.URL, "
+                    f"not {type(raw).__name__}"
+                )
+        return self._split_auth(url, self.__qualname__)
+
+    def _merge_headers(
+        self, url_auth: str | None, headers: Mapping[str, str] | None
+    ) -> CIMultiDict[str] | None:
+        """The factory's headers (with auth=), the URL's credentials, then the flow's."""
+        if not headers and url_auth is None:
+            return self._headers or None
+        merged = CIMultiDict(self._headers)
+        if url_auth is not None:
+            merged["Authorization"] = url_auth
+        if headers:
+            merged.update(headers)
+        return merged
+
+    def _log_response(
+        self, response: aiohttp.ClientResponse, headers: CIMultiDict[str] | None, start: float
+    ) -> None:
+        logger.debug(
+            "%s: %s %s -> %d in %.1f ms, headers %s",
+            self.__qualname__,
+            response.method,
+            redact_url(response.url),
+            response.status,
+            (time.perf_counter() - start) * 1000,
+            redact_headers((headers or {}).items()),
+        )
+
+    def _note_timeout(self, error: BaseException, url: URL) -> None:
+        error.add_note(
+            f"{self.__qualname__}: no complete response from {redact_url(url)} within "
+            f"timeout={self._timeout_s} s (set timeout= on the factory)"
+        )
+
+    async def aclose(self) -> None:
+        """Close the sessions this step created (never one passed in with ``session=``).
+        The step stays usable: the next call opens a new session."""
+        await self._sessions.aclose()
+
+
+class Reader(_HttpStep):
+    """The step :func:`reader` returns."""
+
+    _kind = "reader"
+
+    def __init__(
+        self,
+        url: str | URL | None,
+        *,
+        method: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: Auth | None,
+        timeout: float | None,
+        format: ReadFormat,
+        paginate: Literal["link"] | Paginator | None,
+        max_pages: int,
+        session: aiohttp.ClientSession | None,
+        limit_per_host: int | None,
+    ) -> None:
+        super().__init__(
+            url,
+            method=method,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            session=session,
+            limit_per_host=limit_per_host,
+            extra_params=("params", "headers"),
+        )
+        where = self.__qualname__
+        if format not in _READ_FORMATS:
+            raise DataFlowDefinitionError(f"{where}: format must be one of {_READ_FORMATS}")
+        if paginate is not None and paginate != "link" and not callable(paginate):
+            raise DataFlowDefinitionError(
+                f"{where}: paginate must be 'link', a callable (body, response) -> next URL "
+                "or None, or None"
+            )
+        if not isinstance(max_pages, int) or max_pages < 1:
+            raise DataFlowDefinitionError(f"{where}: max_pages must be an int >= 1")
+        self._params = dict(params or {})
+        self._format = format
+        self._paginate = paginate
+        self._max_pages = max_pages
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        url, auth = self._target(kwargs)
+        params = kwargs.get("params")
+        if params:
+            params = {**self._params, **params}
+        else:
+            params = self._params or None
+        headers = self._merge_headers(auth, kwargs.get("headers"))
+        session = self._sessions.get()
+        if self._paginate is None:
+            body, _ = await self._get(session, url, params, headers, None)
+            return {"data": body}
+        return {"data": await self._get_pages(session, url, params, headers)}
+
+    async def _get(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        params: Mapping[str, Any] | None,
+        headers: CIMultiDict[str] | None,
+        paginate: Literal["link"] | Paginator | None,
+    ) -> tuple[Any, URL | None]:
+        """One request: the decoded body and, when paginating, the next page's URL."""
+        start = time.perf_counter()
+        try:
+            async with session.request(
+                self._method,
+                url,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+            ) as response:
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log_response(response, headers, start)
+                _check_status(response)
+                body = await _read_body(response, self._format)
+                if paginate is None:
+                    return body, None
+                if paginate == "link":
+                    link = response.links.get("next")
+                    target = link.get("url") if link is not None else None
+                else:
+                    target = paginate(body, response)
+                    if inspect.isawaitable(target):
+                        target = await target
+                if target is None or target == "":
+                    return body, None
+                return body, response.url.join(URL(str(target)))
+        except TimeoutError as e:
+            self._note_timeout(e, url)
+            raise
+
+    async def _get_pages(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        params: Mapping[str, Any] | None,
+        headers: CIMultiDict[str] | None,
+    ) -> list[Any]:
+        origin = url.origin()
+        bodies: list[Any] = []
+        next_url: URL | None = url
+        page = 0
+        while next_url is not None:
+            page += 1
+            if page > self._max_pages:
+                logger.warning(
+                    "%s: stopped after max_pages=%d pages; %s was not fetched",
+                    self.__qualname__,
+                    self._max_pages,
+                    redact_url(next_url),
+                )
+                break
+            page_headers = headers
+            if page > 1 and headers and next_url.origin() != origin:
+                # Never hand credentials to another origin (aiohttp does the same on
+                # redirects): a next page elsewhere is requested without secret headers.
+                page_headers = CIMultiDict(
+                    (k, v) for k, v in headers.items() if not is_secret_name(k)
+                )
+            try:
+                body, next_url = await self._get(
+                    session,
+                    next_url,
+                    params if page == 1 else None,  # next URLs carry their own query
+                    page_headers,
+                    self._paginate,
+                )
+            except Exception as e:
+                if page > 1:
+                    e.add_note(f"{self.__qualname__}: while fetching page {page}")
+                raise
+            bodies.append(body)
+        if all(isinstance(b, list) for b in bodies):
+            return [item for body in bodies for item in body]
+        return bodies
+
+
+class Writer(_HttpStep):
+    """The step :func:`writer` returns."""
+
+    _kind = "writer"
+
+    def __init__(
+        self,
+        url: str | URL | None,
+        *,
+        method: str,
+        format: WriteFormat,
+        headers: Mapping[str, str] | None,
+        auth: Auth | None,
+        timeout: float | None,
+        session: aiohttp.ClientSession | None,
+    ) -> None:
+        super().__init__(
+            url,
+            method=method,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            session=session,
+            limit_per_host=None,
+            extra_params=("params", "headers"),
+            required_extra=("data",),
+        )
+        if format not in _WRITE_FORMATS:
+            raise DataFlowDefinitionError(
+                f"{self.__qualname__}: format must be one of {_WRITE_FORMATS}"
+            )
+        self._format = format
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        data = kwargs["data"]
+        if self._format == "bytes" and not isinstance(data, bytes | bytearray | memoryview):
+            raise ValueError(
+                f"{self.__qualname__}: format='bytes' sends bytes, got "
+                f"{type(data).__name__}; encode it first or use format='json'"
+            )
+        url, auth = self._target(kwargs)
+        params = kwargs.get("params") or None
+        headers = self._merge_headers(auth, kwargs.get("headers"))
+        session = self._sessions.get()
+        body_kw: dict[str, Any] = {"json": data} if self._format == "json" else {"data": data}
+        start = time.perf_counter()
+        try:
+            async with session.request(
+                self._method,
+                url,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+                **body_kw,
+            ) as response:
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log_response(response, headers, start)
+                _check_status(response)
+                body = await _read_body(response, "auto")
+                return {"status": response.status, "response": body}
+        except TimeoutError as e:
+            self._note_timeout(e, url)
+            raise
+
+
+def reader(
+    url: str | URL | None = None,
+    *,
+    method: str = "GET",
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: Auth | None = None,
+    timeout: float | None = 30.0,
+    format: ReadFormat = "auto",
+    paginate: Literal["link"] | Paginator | None = None,
+    max_pages: int = 100,
+    session: aiohttp.ClientSession | None = None,
+    limit_per_host: int | None = None,
+) -> Reader:
+    """A step that requests a URL and returns ``{"data": body}``.
+
+    Its flow-side parameters: ``url`` when no ``url`` is given here, else the ``{field}``
+    names of the URL template (filled in URL-quoted); and, optional, ``params`` and
+    ``headers``, merged over the ones given here. See docs/http.md for every option.
+    """
+    return Reader(
+        url,
+        method=method,
+        params=params,
+        headers=headers,
+        auth=auth,
+        timeout=timeout,
+        format=format,
+        paginate=paginate,
+        max_pages=max_pages,
+        session=session,
+        limit_per_host=limit_per_host,
+    )
+
+
+def writer(
+    url: str | URL | None = None,
+    *,
+    method: str = "POST",
+    format: WriteFormat = "json",
+    headers: Mapping[str, str] | None = None,
+    auth: Auth | None = None,
+    timeout: float | None = 30.0,
+    session: aiohttp.ClientSession | None = None,
+) -> Writer:
+    """A step that sends its ``data`` parameter (as JSON, a form or bytes) and returns
+    ``{"status": int, "response": body}``.
+
+    Its flow-side parameters: ``data``; ``url`` when no ``url`` is given here, else the
+    URL template's fields; and, optional, ``params`` and ``headers``.
+    """
+    return Writer(
+        url,
+        method=method,
+        format=format,
+        headers=headers,
+        auth=auth,
+        timeout=timeout,
+        session=session,
+    )
