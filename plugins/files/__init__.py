@@ -1,0 +1,20 @@
+"""Files as steps: ``reader(...)`` reads a file into ``data``, ``writer(...)`` writes
+``data`` to a file (atomically by default, or appending whole records). I/O goes through
+aiofiles so the event loop never waits on the disk. Needs ``pip install
+"asyncdataflow[files]"``. See docs/files.md.
+"""
+
+from ._formats import FORMATS
+from ._paths import FilesArgumentError, PathOutsideBaseDirError
+from ._steps import MODES, Reader, Writer, reader, writer
+
+__all__ = [
+    "FORMATS",
+    "MODES",
+    "FilesArgumentError",
+    "PathOutsideBaseDirError",
+    "Reader",
+    "Writer",
+    "reader",
+    "writer",
+]

@@ -1,0 +1,220 @@
+"""Serialising ``data`` to bytes and back, per format.
+
+Record formats (``jsonl``, ``csv``) are converted in slices of :data:`SLICE` records, and
+large text in slices of :data:`TEXT_SLICE` characters, with a yield to the event loop
+between slices, so a file of millions of lines never holds the loop for more than a
+slice. A single ``json`` document is converted in one call of the
+stdlib's C codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+FORMATS = ("text", "bytes", "json", "jsonl", "csv")
+
+#: Records converted between two yields to the event loop.
+SLICE = 1000
+#: Characters (or bytes) of text encoded (decoded) between two yields to the event loop.
+TEXT_SLICE = 1 << 20
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def _records(data: Any, step: str, fmt: str) -> Iterable[Any]:
+    """The records of ``data`` for a record format: a single mapping is one record."""
+    if isinstance(data, Mapping):
+        return (data,)
+    if isinstance(data, str | bytes | bytearray | memoryview) or not isinstance(
+        data, Iterable
+    ):
+        raise TypeError(
+            f"{step}: format {fmt!r} takes data as a list (any iterable) of records or a "
+            f"single mapping, got {type(data).__name__}"
+        )
+    return data
+
+
+Chunks = list[bytes | bytearray | memoryview]
+
+
+async def encode(
+    fmt: str,
+    data: Any,
+    encoding: str,
+    step: str,
+    *,
+    csv_header: Sequence[str] | None = None,
+) -> Chunks:
+    """``data`` as the bytes of a file (or of what to append to one) in format ``fmt``,
+    as a list of chunks to write one after the other.
+
+    ``csv_header``: the header of the file being appended to; the rows are written in its
+    column order and no header line is written (``None``: the header is the union of the
+    rows' keys in order of first appearance, and is written first).
+    """
+    if fmt == "bytes":
+        if isinstance(data, bytes | bytearray | memoryview):
+            return [data]
+        raise TypeError(
+            f"{step}: format 'bytes' takes bytes, bytearray or memoryview data, got "
+            f"{type(data).__name__}; use format='text' for a str"
+        )
+    encoder = codecs.getincrementalencoder(encoding)()
+    if fmt == "text":
+        if not isinstance(data, str):
+            raise TypeError(
+                f"{step}: format 'text' takes str data, got {type(data).__name__}; use "
+                "format='bytes' for bytes or 'json'/'jsonl' for structured data"
+            )
+        if len(data) <= TEXT_SLICE:
+            return [data.encode(encoding)]
+        chunks: Chunks = []
+        for start in range(0, len(data), TEXT_SLICE):
+            chunks.append(encoder.encode(data[start : start + TEXT_SLICE]))
+            await asyncio.sleep(0)
+        return chunks
+    if fmt == "json":
+        return [(_ENCODER.encode(data) + "\n").encode(encoding)]
+    if fmt == "jsonl":
+        return await _encode_jsonl(data, step, encoder)
+    if fmt == "csv":
+        return await _encode_csv(data, step, csv_header, encoder)
+    raise AssertionError(fmt)  # the factories accept only FORMATS
+
+
+async def _encode_jsonl(data: Any, step: str, encoder: codecs.IncrementalEncoder) -> Chunks:
+    chunks: Chunks = []
+    lines: list[str] = []
+    append = lines.append
+    dump = _ENCODER.encode
+    for record in _records(data, step, "jsonl"):
+        append(dump(record))
+        if len(lines) == SLICE:
+            lines.append("")
+            chunks.append(encoder.encode("\n".join(lines)))
+            lines.clear()
+            await asyncio.sleep(0)
+    if lines:
+        lines.append("")
+        chunks.append(encoder.encode("\n".join(lines)))
+    return chunks
+
+
+async def _encode_csv(
+    data: Any, step: str, header: Sequence[str] | None, encoder: codecs.IncrementalEncoder
+) -> Chunks:
+    rows = list(_records(data, step, "csv"))
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(
+                f"{step}: format 'csv' takes a list of mappings (dicts), but record "
+                f"{index} is {type(row).__name__}"
+            )
+    buffer = io.StringIO()
+    if header is None:
+        fieldnames: dict[str, None] = {}
+        for row in rows:
+            for key in row:
+                fieldnames.setdefault(key, None)
+        writer = csv.DictWriter(buffer, list(fieldnames), extrasaction="raise")
+        if rows:
+            writer.writeheader()
+    else:
+        known = set(header)
+        for index, row in enumerate(rows):
+            extra = [key for key in row if key not in known]
+            if extra:
+                raise ValueError(
+                    f"{step}: record {index} has keys {extra} that are not columns of the "
+                    f"file's header {list(header)}; appended rows must fit the header"
+                )
+        writer = csv.DictWriter(buffer, list(header), extrasaction="raise")
+    chunks: Chunks = []
+    for count, row in enumerate(rows, 1):
+        writer.writerow(row)
+        if count % SLICE == 0:
+            chunks.append(encoder.encode(buffer.getvalue()))
+            buffer.seek(0)
+            buffer.truncate()
+            await asyncio.sleep(0)
+    if buffer.tell():
+        chunks.append(encoder.encode(buffer.getvalue()))
+    return chunks
+
+
+def csv_header(first_line: bytes, encoding: str) -> list[str] | None:
+    """The column names in the first line of a CSV file, or ``None`` if it is empty."""
+    text = first_line.decode(encoding)
+    if not text.strip():
+        return None
+    return next(csv.reader(io.StringIO(text, newline="")), None)
+
+
+async def decode(fmt: str, raw: bytes, encoding: str, path: str) -> Any:
+    """The ``data`` a file of format ``fmt`` holds."""
+    if fmt == "bytes":
+        return raw
+    text = await _decode_text(raw, encoding)
+    if fmt == "text":
+        return text
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            error.add_note(f"while reading {path!r} as json")
+            raise
+    if fmt == "jsonl":
+        return await _decode_jsonl(text, path)
+    if fmt == "csv":
+        return await _decode_csv(text)
+    raise AssertionError(fmt)
+
+
+async def _decode_text(raw: bytes, encoding: str) -> str:
+    if len(raw) <= TEXT_SLICE:
+        return raw.decode(encoding)
+    decoder = codecs.getincrementaldecoder(encoding)()
+    view = memoryview(raw)
+    parts: list[str] = []
+    for start in range(0, len(view), TEXT_SLICE):
+        end = start + TEXT_SLICE
+        parts.append(decoder.decode(view[start:end], final=end >= len(view)))
+        await asyncio.sleep(0)
+    return "".join(parts)
+
+
+async def _decode_jsonl(text: str, path: str) -> list[Any]:
+    records: list[Any] = []
+    append = records.append
+    loads = json.loads
+    # split on "\n" only: str.splitlines() would also split on U+2028 and friends, which
+    # json.dumps(ensure_ascii=False) leaves unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line or line.isspace():
+            continue  # the final newline, blank lines
+        try:
+            append(loads(line))
+        except json.JSONDecodeError as error:
+            error.add_note(f"while reading {path!r} as jsonl, line {number}")
+            raise
+        if number % SLICE == 0:
+            await asyncio.sleep(0)
+    return records
+
+
+async def _decode_csv(text: str) -> list[dict[str, Any]]:
+    reader: Iterator[dict[str, Any]] = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict[str, Any]] = []
+    append = rows.append
+    for count, row in enumerate(reader, 1):
+        append(row)
+        if count % SLICE == 0:
+            await asyncio.sleep(0)
+    return rows

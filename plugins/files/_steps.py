@@ -1,0 +1,344 @@
+"""The reader and writer steps."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import inspect
+import os
+import secrets
+import weakref
+from collections.abc import Coroutine
+from typing import Any
+
+try:
+    import aiofiles
+    import aiofiles.os
+except ImportError as error:  # pragma: no cover - the extra is installed in tests
+    raise ImportError(
+        'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
+    ) from error
+
+from ._formats import FORMATS, Chunks, csv_header, decode, encode
+from ._paths import (
+    FilesArgumentError,
+    as_path_str,
+    fill,
+    resolve_inside,
+    template_fields,
+)
+
+MODES = ("write", "append")
+
+#: Bytes handed to one write call when a file is written (not appended): between two
+#: chunks the step can be cancelled and the loop runs other tasks.
+CHUNK = 1 << 20
+
+_resolve_inside = aiofiles.os.wrap(resolve_inside)
+_fsync = aiofiles.os.wrap(os.fsync)
+
+
+def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FilesArgumentError(
+            f"{owner}: {name}={value!r} is not one of {', '.join(map(repr, choices))}"
+        )
+
+
+def _check_encoding(owner: str, encoding: Any) -> None:
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise FilesArgumentError(
+            f"{owner}: encoding={encoding!r} is not a codec Python knows (e.g. 'utf-8', "
+            "'utf-8-sig', 'latin-1')"
+        ) from None
+
+
+class _FileStep:
+    """What the reader and the writer share: the path (template) and ``base_dir``."""
+
+    _kind = ""
+    #: Display name, e.g. ``files.writer(jsonl append out/{day}.jsonl)``; also the
+    #: instance's ``__qualname__`` and ``__name__``.
+    name: str
+
+    def __init__(self, path: Any, fmt: Any, encoding: Any, base_dir: Any) -> None:
+        owner = f"files.{self._kind}()"
+        _check_choice(owner, "format", fmt, FORMATS)
+        _check_encoding(owner, encoding)
+        self.format: str = fmt
+        self.encoding: str = encoding
+        self.template: str | None = None if path is None else as_path_str(path, "path", owner)
+        self.fields: tuple[str, ...] = (
+            ("path",) if self.template is None else template_fields(self.template, owner)
+        )
+        self.base_dir: str | None = None
+        self._base_real = ""
+        if base_dir is not None:
+            self.base_dir = as_path_str(base_dir, "base_dir", owner)
+            self._base_real = os.path.realpath(self.base_dir)
+
+    def _signature(self, *first: str) -> inspect.Signature:
+        names = [*first, *(f for f in self.fields if f not in first)]
+        return inspect.Signature(
+            [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in names]
+        )
+
+    def _describe(self, *options: str) -> str:
+        where = self.template if self.template is not None else "<path>"
+        return f"files.{self._kind}({' '.join((*options, where))})"
+
+    async def _target(self, kwargs: dict[str, Any]) -> str:
+        """The file this call works on: the template filled in, confined to base_dir."""
+        if self.template is None:
+            path = as_path_str(kwargs["path"], "the path argument", self.name)
+        else:
+            path = fill(self.template, kwargs)
+        if self.base_dir is None:
+            return path
+        return await _resolve_inside(path, self._base_real, self.base_dir, self.name)
+
+    async def aclose(self) -> None:
+        """Nothing to close: a step opens and closes its files within each call."""
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+class Reader(_FileStep):
+    """The step :func:`reader` returns; see there."""
+
+    _kind = "reader"
+
+    def __init__(self, path: Any, fmt: Any, encoding: Any, base_dir: Any) -> None:
+        super().__init__(path, fmt, encoding, base_dir)
+        self.__signature__ = self._signature()
+        self.name = self.__qualname__ = self.__name__ = self._describe(self.format)
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        path = await self._target(kwargs)
+        async with aiofiles.open(path, "rb") as file:
+            raw = await file.read()
+        return {"data": await decode(self.format, raw, self.encoding, path)}
+
+
+class Writer(_FileStep):
+    """The step :func:`writer` returns; see there."""
+
+    _kind = "writer"
+
+    def __init__(
+        self,
+        path: Any,
+        fmt: Any,
+        mode: Any,
+        atomic: Any,
+        encoding: Any,
+        base_dir: Any,
+        makedirs: Any,
+    ) -> None:
+        super().__init__(path, fmt, encoding, base_dir)
+        owner = "files.writer()"
+        _check_choice(owner, "mode", mode, MODES)
+        if "data" in self.fields:
+            raise FilesArgumentError(
+                f"{owner}: path template {self.template!r} has a field {{data}}, but 'data' "
+                "is what the writer writes; rename the field"
+            )
+        self.mode: str = mode
+        self.atomic = bool(atomic)
+        self.makedirs = bool(makedirs)
+        self.__signature__ = self._signature("data")
+        options = [self.format, self.mode]
+        if self.mode == "write" and not self.atomic:
+            options.append("non-atomic")
+        self.name = self.__qualname__ = self.__name__ = self._describe(*options)
+        # Per event loop, per file: the lock that serialises appends, and how many calls
+        # hold or wait for it (the entry goes when that drops to 0).
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, list[Any]]
+        ] = weakref.WeakKeyDictionary()
+        # Clean-ups that must finish even if the call that started them is cancelled.
+        self._cleanups: set[asyncio.Future[None]] = set()
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        data = kwargs["data"]
+        target = await self._target(kwargs)
+        if self.mode == "append":
+            await self._append(target, data)
+        else:
+            payload = await self._encode(data, target)
+            if self.atomic:
+                await self._write_atomic(target, payload)
+            else:
+                await self._write_in_place(target, payload)
+        return {"path": target}
+
+    async def _encode(
+        self, data: Any, target: str, header: list[str] | None = None
+    ) -> Chunks:
+        try:
+            return await encode(
+                self.format, data, self.encoding, self.name, csv_header=header
+            )
+        except (TypeError, ValueError) as error:
+            error.add_note(f"{self.name}: data for {target!r} not written")
+            raise
+
+    async def _mkdirs(self, target: str) -> str:
+        directory = os.path.dirname(target)
+        if self.makedirs and directory:
+            await aiofiles.os.makedirs(directory, exist_ok=True)
+        return directory
+
+    async def _write_in_place(self, target: str, payload: Chunks) -> None:
+        await self._mkdirs(target)
+        async with aiofiles.open(target, "wb") as file:
+            await _write_chunks(file, payload)
+
+    async def _write_atomic(self, target: str, payload: Chunks) -> None:
+        directory = await self._mkdirs(target)
+        temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+        opening: asyncio.Future[Any] = asyncio.ensure_future(aiofiles.open(temp, "xb"))
+        try:
+            file = await asyncio.shield(opening)
+        except BaseException:
+            # The open goes on in its thread: let it end, then remove what it created.
+            await self._cleanup(_discard_when_open(opening, temp))
+            raise
+        try:
+            await _write_chunks(file, payload)
+            await file.flush()
+            await _fsync(file.fileno())
+            await file.close()
+            await aiofiles.os.replace(temp, target)
+        except BaseException:
+            await self._cleanup(_discard(file, temp))
+            raise
+
+    async def _cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` to its end even if this call is cancelled (again) meanwhile."""
+        task = asyncio.ensure_future(coro)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        try:
+            await asyncio.shield(task)
+        except BaseException:
+            pass  # the error that led here is the one to raise, not a clean-up's
+
+    async def _append(self, target: str, data: Any) -> None:
+        payload = None if self.format == "csv" else await self._encode(data, target)
+        key = os.path.normpath(os.path.abspath(target))
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        entry = locks.get(key)
+        if entry is None:
+            entry = locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                if payload is None:  # csv: the rows follow the header already in the file
+                    header = await _read_csv_header(target, self.encoding)
+                    payload = await self._encode(data, target, header)
+                if len(payload) > 1:
+                    payload = [b"".join(payload)]
+                if not payload or not payload[0]:
+                    return
+                await self._mkdirs(target)
+                # O_APPEND, unbuffered: the records go out in one write(2) at the end of
+                # the file, never split around another writer's.
+                async with aiofiles.open(target, "ab", buffering=0) as file:
+                    view = memoryview(payload[0])
+                    while view:
+                        written = await file.write(view)
+                        view = view[written:]
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del locks[key]
+
+
+async def _write_chunks(file: Any, payload: Chunks) -> None:
+    for chunk in payload:
+        view = memoryview(chunk)
+        for start in range(0, len(view), CHUNK):
+            await file.write(view[start : start + CHUNK])
+
+
+async def _read_csv_header(path: str, encoding: str) -> list[str] | None:
+    try:
+        async with aiofiles.open(path, "rb") as file:
+            first = await file.readline()
+    except FileNotFoundError:
+        return None
+    return csv_header(first, encoding)
+
+
+async def _discard(file: Any, temp: str) -> None:
+    try:
+        await file.close()
+    finally:
+        try:
+            await aiofiles.os.remove(temp)
+        except FileNotFoundError:
+            pass
+
+
+async def _discard_when_open(opening: asyncio.Future[Any], temp: str) -> None:
+    await asyncio.wait({opening})
+    if opening.cancelled() or opening.exception() is not None:
+        return  # nothing was created (or the open failed)
+    await _discard(opening.result(), temp)
+
+
+def reader(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    format: str = "text",
+    encoding: str = "utf-8",
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Reader:
+    """A step that reads one file and returns ``{"data": ...}``.
+
+    Args:
+        path: ``None`` (the step takes the file from its ``path`` argument), a fixed path,
+            or a template whose ``{field}`` names become the step's parameters
+            (``reader("in/{day}.jsonl")`` takes ``day``).
+        format: ``"text"`` (a ``str``), ``"bytes"``, ``"json"`` (the decoded document),
+            ``"jsonl"`` (a list of the decoded lines; blank lines are skipped) or ``"csv"``
+            (a list of dicts, keys from the header line, values ``str``).
+        encoding: the text encoding (not used by ``"bytes"``).
+        base_dir: when set, relative paths are taken relative to it, and a path that
+            resolves outside it (``..``, an absolute path, a symbolic link) raises
+            :class:`PathOutsideBaseDirError` before the file is opened.
+    """
+    return Reader(path, format, encoding, base_dir)
+
+
+def writer(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    format: str = "text",
+    mode: str = "write",
+    atomic: bool = True,
+    encoding: str = "utf-8",
+    base_dir: str | os.PathLike[str] | None = None,
+    makedirs: bool = True,
+) -> Writer:
+    """A step that writes its ``data`` argument to a file and returns ``{"path": ...}``.
+
+    Args:
+        path: as for :func:`reader`; the step takes ``data`` and ``path`` (or the
+            template's fields).
+        format: as for :func:`reader`. ``"jsonl"`` writes one line per item of a list (a
+            single mapping is one line); ``"csv"`` takes a list of dicts (a single
+            mapping is one row).
+        mode: ``"write"`` replaces the file; ``"append"`` adds the records at its end, all
+            of one call in one ``write(2)`` so concurrent appends never interleave.
+        atomic: with ``mode="write"``, write a temporary file beside the target, fsync it
+            and rename it over the target, so a reader sees the old file or the new one.
+        encoding: the text encoding (not used by ``"bytes"``).
+        base_dir: as for :func:`reader`; checked before anything is created.
+        makedirs: create the file's missing parent directories.
+    """
+    return Writer(path, format, mode, atomic, encoding, base_dir, makedirs)
