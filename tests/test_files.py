@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.plugins import files
 from asyncdataflow.plugins.files import FilesArgumentError, PathOutsideBaseDirError
 
-UNICODE = "héllo wörld ✓ 日本語 🐍 \u2028 line-sep \"quoted\", comma\nnew line"
+from asyncdataflow.exceptions import DataFlowDefinitionError
+
+UNICODE = 'héllo wörld ✓ 日本語 🐍 \u2028 line-sep "quoted", comma\nnew line'
 
 RECORDS = [
     {"id": 1, "name": "Zoë", "tags": ["ü", "🐍"], "note": UNICODE},
@@ -448,9 +448,7 @@ async def test_writer_refuses_paths_leading_out_and_creates_nothing(
     assert not os.path.exists("/tmp/asyncdataflow-evil.txt")
 
 
-async def test_symlink_to_a_file_outside_is_refused_for_writing(
-    tmp_path: Path, jail: Path
-) -> None:
+async def test_symlink_to_a_file_outside_is_refused_for_writing(tmp_path: Path, jail: Path) -> None:
     (jail / "trap.txt").symlink_to(tmp_path / "outside" / "secret.txt")
     with pytest.raises(PathOutsideBaseDirError):
         await files.writer(base_dir=jail)(data="overwritten", path="trap.txt")

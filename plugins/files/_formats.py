@@ -31,9 +31,7 @@ def _records(data: Any, step: str, fmt: str) -> Iterable[Any]:
     """The records of ``data`` for a record format: a single mapping is one record."""
     if isinstance(data, Mapping):
         return (data,)
-    if isinstance(data, str | bytes | bytearray | memoryview) or not isinstance(
-        data, Iterable
-    ):
+    if isinstance(data, str | bytes | bytearray | memoryview) or not isinstance(data, Iterable):
         raise TypeError(
             f"{step}: format {fmt!r} takes data as a list (any iterable) of records or a "
             f"single mapping, got {type(data).__name__}"

@@ -156,9 +156,9 @@ class Writer(_FileStep):
         self.name = self.__qualname__ = self.__name__ = self._describe(*options)
         # Per event loop, per file: the lock that serialises appends, and how many calls
         # hold or wait for it (the entry goes when that drops to 0).
-        self._locks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, list[Any]]
-        ] = weakref.WeakKeyDictionary()
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
         # Clean-ups that must finish even if the call that started them is cancelled.
         self._cleanups: set[asyncio.Future[None]] = set()
 
@@ -175,13 +175,9 @@ class Writer(_FileStep):
                 await self._write_in_place(target, payload)
         return {"path": target}
 
-    async def _encode(
-        self, data: Any, target: str, header: list[str] | None = None
-    ) -> Chunks:
+    async def _encode(self, data: Any, target: str, header: list[str] | None = None) -> Chunks:
         try:
-            return await encode(
-                self.format, data, self.encoding, self.name, csv_header=header
-            )
+            return await encode(self.format, data, self.encoding, self.name, csv_header=header)
         except (TypeError, ValueError) as error:
             error.add_note(f"{self.name}: data for {target!r} not written")
             raise
