@@ -21,6 +21,7 @@ from aiohttp import web
 from asyncdataflow.plugins import http
 from asyncdataflow.plugins.http._hooks import parse_retry_after
 
+from asyncdataflow import DataFlow, Retry, hookimpl, step
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -600,6 +601,7 @@ def test_display_names_redact_secrets() -> None:
         ({"url": "http://h/x", "auth": "user:pw"}, "auth must be"),
         ({"url": "http://h/x", "auth": ("a", "b"), "headers": {"authorization": "x"}}, "both"),
         ({"url": "http://u:p@h/x", "auth": ("a", "b")}, "both the URL and auth="),
+        ({"url": "http://u:p@h/x", "headers": {"authorization": "x"}}, "both the URL"),
     ],
 )
 def test_reader_factory_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> None:
@@ -677,3 +679,138 @@ def test_the_http_endpoints_example_runs() -> None:
         "users: stored 4 records (HTTP 201)",
     ]
     assert lines[3] == "destination now holds: sales, stock, users"
+
+
+# --- through a DataFlow -----------------------------------------------------------------
+
+
+class RetryRecorder:
+    """A per-flow plugin that records the delays the retry decision chose."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    @hookimpl
+    def on_step_retry(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+async def test_a_404_propagates_unchanged_through_a_flow_with_the_steps_note(
+    server: Server,
+) -> None:
+    read = http.reader(server.base + "/status/{code}")
+    async with DataFlow((read,)) as flow:
+        with pytest.raises(aiohttp.ClientResponseError) as info:
+            await flow(code=404)
+    assert type(info.value) is aiohttp.ClientResponseError
+    assert info.value.status == 404
+    assert str(info.value.request_info.real_url) == f"{server.base}/status/404"
+    assert any(read.__qualname__ in note for note in info.value.__notes__)
+
+
+async def test_a_503_twice_then_200_succeeds_waiting_retry_after(server: Server) -> None:
+    recorder = RetryRecorder()
+    read = http.reader(server.base + "/flaky/{key}?retry_after=0.3")
+    # backoff=0: without the Retry-After rule the retries would not wait at all.
+    policy = Retry(attempts=3, backoff=0.0, max_delay=5.0, jitter=False)
+    async with DataFlow((step(read, retry=policy),), plugins=[recorder]) as flow:
+        start = time.perf_counter()
+        result = await flow(key="a")
+        elapsed = time.perf_counter() - start
+    assert result == {"data": {"ok": True, "attempts": 3}}
+    assert recorder.delays == [0.3, 0.3]
+    assert elapsed >= 0.6
+
+
+async def test_a_429_retry_after_is_capped_by_max_delay(server: Server) -> None:
+    recorder = RetryRecorder()
+    read = http.reader(server.base + "/flaky/{key}?fails=1&status=429&retry_after=30")
+    policy = Retry(attempts=2, backoff=0.0, max_delay=0.2, jitter=False)
+    async with DataFlow((step(read, retry=policy),), plugins=[recorder]) as flow:
+        start = time.perf_counter()
+        result = await flow(key="b")
+        elapsed = time.perf_counter() - start
+    assert result["data"]["ok"] is True
+    assert recorder.delays == [0.2]
+    assert 0.2 <= elapsed < 5
+
+
+async def test_a_retry_after_http_date_is_honoured(server: Server) -> None:
+    recorder = RetryRecorder()
+    read = http.reader(server.base + "/flaky/{key}?fails=1&retry_after=date")
+    policy = Retry(attempts=2, backoff=0.0, max_delay=10.0, jitter=False)
+    async with DataFlow((step(read, retry=policy),), plugins=[recorder]) as flow:
+        start = time.perf_counter()
+        await flow(key="c")
+        elapsed = time.perf_counter() - start
+    # The date has a resolution of one second and was "now + 2 s" when it was sent.
+    assert 0.9 <= recorder.delays[0] <= 2.1
+    assert elapsed >= recorder.delays[0]
+
+
+async def test_without_retry_after_the_policys_backoff_applies(server: Server) -> None:
+    recorder = RetryRecorder()
+    read = http.reader(server.base + "/status/{code}")
+    policy = Retry(attempts=2, backoff=0.05, jitter=False)
+    async with DataFlow((step(read, retry=policy),), plugins=[recorder]) as flow:
+        with pytest.raises(aiohttp.ClientResponseError):
+            await flow(code=500)
+    assert recorder.delays == [0.05]
+
+
+async def test_500_runs_through_map_share_one_session_and_close_it(server: Server) -> None:
+    before = open_client_sessions()
+    read = http.reader(server.base + "/users/{user_id}/orders")
+    async with DataFlow((read,)) as flow:
+        results = [r async for r in flow.map(({"user_id": i} for i in range(500)), concurrency=50)]
+        assert len(open_client_sessions()) == len(before) + 1
+    assert [r["data"]["user_id"] for r in results] == [str(i) for i in range(500)]  # type: ignore[index]
+    # One pooled session: never more connections than runs at once.
+    assert len(server.peers) <= 50
+    assert open_client_sessions() == before
+
+
+async def test_a_user_session_stays_open_after_the_flow_closes(server: Server) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with DataFlow((http.reader(f"{server.base}/json", session=session),)) as flow:
+            assert (await flow())["data"]["n"] == 1
+        assert not session.closed
+        async with session.get(f"{server.base}/json") as response:
+            assert response.status == 200
+
+
+async def test_a_bearer_token_appears_in_no_log_note_or_name(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("asyncdataflow", "asyncdataflow.plugins.http", "aiohttp"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    read = http.reader(
+        server.base + "/status/{code}",
+        headers={"Authorization": TOKEN, "X-Api-Key": "k3y-V4LUE"},
+        paginate="link",
+    )
+    write = http.writer(f"http://carol:{PASSWORD}@127.0.0.1:{server.port}/echo")
+    policy = Retry(attempts=2, backoff=0.0, jitter=False)
+    async with DataFlow((step(read, retry=policy), write)) as flow:
+        with pytest.raises(aiohttp.ClientResponseError) as info:
+            await flow(code=401)
+        ok = http.reader(f"{server.base}/json", headers={"Authorization": TOKEN})
+        async with DataFlow((ok, write)) as flow2:
+            assert (await flow2())["status"] == 201
+    assert server.requests[0].headers["Authorization"] == TOKEN
+    assert server.requests[-1].headers["Authorization"].startswith("Basic ")
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    logged = "\n".join(formatter.format(r) for r in caplog.records)
+    assert "http.reader(GET" in logged  # the step did log, at DEBUG
+    texts = [
+        logged,
+        str(info.value),
+        *info.value.__notes__,
+        read.__qualname__,
+        repr(read),
+        write.__qualname__,
+        flow.name,
+    ]
+    for secret in ("s3cr3t-t0ken", PASSWORD, "k3y-V4LUE"):
+        assert not any(secret in text for text in texts), secret

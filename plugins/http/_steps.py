@@ -114,7 +114,8 @@ class _HttpStep:
                 "session= set the limit on your own session's TCPConnector instead"
             )
         self._headers: CIMultiDict[str] = CIMultiDict(headers or {})
-        self._has_auth = auth is not None
+        # Credentials given here; a URL carrying credentials as well is refused.
+        self._has_auth = auth is not None or "Authorization" in self._headers
         if auth is not None:
             if isinstance(auth, aiohttp.BasicAuth):
                 login, password = auth.login, auth.password
@@ -191,7 +192,8 @@ class _HttpStep:
             return url, None
         if self._has_auth:
             raise ValueError(
-                f"{where}: credentials in both the URL and auth=; give them in one place"
+                f"{where}: credentials in both the URL and auth= (or an Authorization "
+                "header); give them in one place"
             )
         try:
             auth = _basic(url.user or "", url.password or "")
