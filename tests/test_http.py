@@ -666,7 +666,7 @@ def test_the_hook_module_does_not_import_aiohttp() -> None:
 
 def test_the_http_endpoints_example_runs() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "http_endpoints.py")],
+        [sys.executable, "-W", "error", str(ROOT / "examples" / "http_endpoints.py")],
         capture_output=True,
         text=True,
         timeout=60,
