@@ -1,0 +1,164 @@
+"""SPEC 2, 3 and 9: run-time errors, step exceptions unchanged with a note, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from asyncdataflow import DataFlow, exceptions
+from asyncdataflow.exceptions import (
+    ArgsMapperError,
+    DataFlowCallError,
+    DataFlowDefinitionError,
+    DataFlowError,
+    DataFlowFunctionResultError,
+    DataFlowMergeResultError,
+    DataFlowRoutingError,
+    DataFlowRunError,
+)
+
+
+class Boom(Exception):
+    pass
+
+
+async def start(x):
+    return {"x": x}
+
+
+async def test_step_returning_a_list_raises_result_error_naming_step_and_type():
+    async def listy(x):
+        return [1, 2]
+
+    with pytest.raises(DataFlowFunctionResultError) as info:
+        await DataFlow((start, listy))(x=1)
+    message = str(info.value)
+    assert "listy" in message and "list" in message and "definition[1]" in message
+    assert "args_mapper" in message and "output=" in message
+
+
+async def test_sync_step_returning_a_coroutine_is_explained_and_closed():
+    async def inner():
+        return {}
+
+    def wrong(x):
+        return inner()
+
+    with pytest.raises(DataFlowFunctionResultError, match="async def"):
+        await DataFlow((wrong,))(x=1)
+
+
+async def test_dict_subclasses_and_mappings_are_accepted():
+    from collections import OrderedDict
+    from types import MappingProxyType
+
+    async def od(x):
+        return OrderedDict(a=1)
+
+    async def proxy(a):
+        return MappingProxyType({"b": a})
+
+    assert await DataFlow((od, proxy))(x=1) == {"b": 1}
+
+
+async def test_positional_arguments_to_a_flow_are_refused_at_once():
+    flow = DataFlow((start,))
+    with pytest.raises(DataFlowCallError, match="keyword arguments only"):
+        flow(1)  # raised before any coroutine exists: nothing left unawaited
+
+
+async def test_step_exception_propagates_unchanged_with_a_note():
+    error = Boom("bad")
+
+    async def fails(x):
+        raise error
+
+    flow = DataFlow((start, fails), name="pipeline")
+    with pytest.raises(Boom) as info:
+        await flow(x=1)
+    assert info.value is error
+    assert type(info.value) is Boom
+    notes = info.value.__notes__
+    assert len(notes) == 1
+    assert "fails" in notes[0] and "definition[1]" in notes[0] and "pipeline" in notes[0]
+
+
+async def test_sync_step_exception_also_unchanged_with_a_note():
+    def fails(x):
+        raise KeyError("k")
+
+    with pytest.raises(KeyError) as info:
+        await DataFlow((fails,))(x=1)
+    assert "definition[0]" in info.value.__notes__[0]
+
+
+async def test_failing_branch_cancels_and_awaits_its_siblings():
+    sibling_state = {}
+
+    async def slow(x):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            sibling_state["cancelled"] = True
+            await asyncio.sleep(0.01)  # cleanup that must be awaited
+            sibling_state["cleaned"] = True
+            raise
+        return {"slow": 1}
+
+    async def fails(x):
+        await asyncio.sleep(0.01)
+        raise Boom("branch")
+
+    with pytest.raises(Boom) as info:
+        await DataFlow(((slow, fails),))(x=1)
+    assert sibling_state == {"cancelled": True, "cleaned": True}
+    assert "definition[0][1]" in info.value.__notes__[0]
+
+
+async def test_exception_in_a_nested_branch_keeps_its_own_note_only():
+    async def deep(x):
+        raise Boom()
+
+    async def other(x):
+        await asyncio.sleep(1)
+        return {}
+
+    with pytest.raises(Boom) as info:
+        await DataFlow((((start, deep), other),))(x=1)
+    assert len(info.value.__notes__) == 1
+    assert "definition[0][0][1]" in info.value.__notes__[0]
+
+
+async def test_cancelling_a_run_cancels_its_branches():
+    cancelled = []
+
+    async def hang(x):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+        return {}
+
+    async def hang2(x):
+        return await hang(x) or {"b": 1}
+
+    task = asyncio.ensure_future(DataFlow(((hang, hang2),))(x=1))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == [1, 1]
+
+
+def test_exception_hierarchy():
+    for name in exceptions.__all__:
+        cls = getattr(exceptions, name)
+        assert issubclass(cls, DataFlowError)
+    assert issubclass(DataFlowRoutingError, DataFlowRunError)
+    assert issubclass(DataFlowMergeResultError, DataFlowRunError)
+    assert issubclass(DataFlowFunctionResultError, DataFlowRunError)
+    assert issubclass(DataFlowCallError, DataFlowRunError)
+    assert issubclass(exceptions.DataFlowNotTupleError, DataFlowDefinitionError)
+    assert issubclass(exceptions.ArgsMapperInputKeyError, ArgsMapperError)

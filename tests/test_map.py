@@ -1,0 +1,120 @@
+"""SPEC 6: flow.map with bounded concurrency, results in input order."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+
+import pytest
+
+from asyncdataflow import DataFlow
+from asyncdataflow.exceptions import DataFlowCallError
+
+
+class Tracker:
+    def __init__(self):
+        self.now = 0
+        self.peak = 0
+        self.started = 0
+
+    async def __call__(self, i):
+        self.now += 1
+        self.started += 1
+        self.peak = max(self.peak, self.now)
+        await asyncio.sleep(random.random() * 0.002)
+        self.now -= 1
+        if i == "fail":
+            raise ValueError("failed input")
+        return {"out": i}
+
+
+async def collect(agen):
+    return [r async for r in agen]
+
+
+async def test_results_come_in_input_order_and_concurrency_is_bounded():
+    tracker = Tracker()
+    flow = DataFlow((tracker,))
+    results = await collect(flow.map(({"i": i} for i in range(300)), concurrency=7))
+    assert results == [{"out": i} for i in range(300)]
+    assert tracker.peak == 7
+
+
+async def test_inputs_from_an_async_iterable():
+    async def gen():
+        for i in range(20):
+            await asyncio.sleep(0)
+            yield {"i": i}
+
+    flow = DataFlow((Tracker(),))
+    assert await collect(flow.map(gen(), concurrency=3)) == [{"out": i} for i in range(20)]
+
+
+async def test_inputs_are_pulled_lazily_not_all_up_front():
+    pulled = 0
+
+    def inputs():
+        nonlocal pulled
+        for i in range(1_000_000):
+            pulled += 1
+            yield {"i": i}
+
+    flow = DataFlow((Tracker(),))
+    agen = flow.map(inputs(), concurrency=5)
+    got = []
+    async for r in agen:
+        got.append(r)
+        if len(got) == 10:
+            break
+    await agen.aclose()
+    assert pulled <= 10 + 2 * 5 + 1
+    assert len(asyncio.all_tasks()) == 1  # no task left behind
+
+
+async def test_return_exceptions_yields_the_failure_in_its_place():
+    flow = DataFlow((Tracker(),))
+    inputs = [{"i": 0}, {"i": "fail"}, {"i": 2}]
+    results = await collect(flow.map(inputs, concurrency=2, return_exceptions=True))
+    assert results[0] == {"out": 0} and results[2] == {"out": 2}
+    assert isinstance(results[1], ValueError)
+    assert "definition[0]" in results[1].__notes__[0]
+
+
+async def test_without_return_exceptions_a_failure_stops_the_rest():
+    tracker = Tracker()
+    flow = DataFlow((tracker,))
+    inputs = [{"i": 0}, {"i": "fail"}] + [{"i": i} for i in range(2, 1000)]
+    got = []
+    with pytest.raises(ValueError, match="failed input"):
+        async for r in flow.map(inputs, concurrency=4):
+            got.append(r)
+    assert got == [{"out": 0}]
+    assert tracker.started < 20  # no new runs once the failure was seen
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == 1
+
+
+async def test_input_that_is_not_a_mapping_is_refused():
+    flow = DataFlow((Tracker(),))
+    with pytest.raises(DataFlowCallError, match="#1"):
+        await collect(flow.map([{"i": 0}, 5], concurrency=2))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+async def test_bad_concurrency_is_refused(bad):
+    flow = DataFlow((Tracker(),))
+    with pytest.raises(DataFlowCallError):
+        await collect(flow.map([], concurrency=bad))
+
+
+async def test_many_inputs_never_mean_many_tasks_at_once():
+    flow = DataFlow((Tracker(),))
+    peak_tasks = 0
+    n = 0
+    async for _ in flow.map(({"i": i} for i in range(5000)), concurrency=10):
+        n += 1
+        peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
+    assert n == 5000
+    assert peak_tasks <= 1 + 2 * 10
+    gc.collect()
