@@ -99,12 +99,11 @@ class DataFlow:
         self._version = _plugins.version()
         self._hooks = rt.Hooks(pm)
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
+        self._plain = not (self.infinity_loop or self._hooks.any)
         if self.infinity_loop:
             self._entry: Callable[[Result], Awaitable[Result]] = self._loop
-        elif self._hooks.any:
-            self._entry = self._observed
         else:
-            self._entry = self._plain
+            self._entry = self._observed
 
     @property
     def source(self) -> str:
@@ -121,10 +120,9 @@ class DataFlow:
             )
         if self._version != _plugins.version():
             self._build()
+        if self._plain:  # no hooks, no loop: straight into the generated code
+            return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
         return self._entry(kwargs)
-
-    def _plain(self, kwargs: Result) -> Awaitable[Result]:
-        return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
 
     async def _observed(self, kwargs: Result, run: RunInfo | None = None) -> Result:
         hooks = self._hooks
@@ -189,171 +187,6 @@ class DataFlow:
                     self._build()
         finally:
             self._loops.discard(state)
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self.event is not None:
-            self.event.set()
-
-
-class DataFlow:
-    """A tuple of steps compiled into one coroutine function.
-
-    ``await flow(**kwargs)`` runs it once and returns the result dict. The top-level tuple
-    runs sequentially, a nested tuple concurrently, and so on, alternating. See the README
-    for the routing and visibility rules.
-
-    Args:
-        definition: the tuple of steps and nested tuples.
-        infinity_loop: ``await flow(**kw)`` runs the flow again and again until
-            :meth:`stop` or cancellation.
-        interval: seconds to pause between loop iterations.
-        args_visibility: ``"previous"``, ``"initial"`` or ``"all"``.
-        executor: where sync steps run (default: the loop's default thread pool).
-        plugins: plugins for this flow only, on top of the global ones.
-        name: display name in errors, notes and hooks.
-        retry: a default :class:`Retry` policy for every step without its own.
-    """
-
-    def __init__(
-        self,
-        definition: tuple[Any, ...],
-        *,
-        infinity_loop: bool = False,
-        interval: float = 0.0,
-        args_visibility: str = "previous",
-        executor: Executor | None = None,
-        plugins: Iterable[Any] = (),
-        name: str | None = None,
-        retry: Retry | None = None,
-    ) -> None:
-        if args_visibility not in _VISIBILITIES:
-            raise DataFlowDefinitionError(
-                f"args_visibility={args_visibility!r}: use one of {', '.join(_VISIBILITIES)}"
-            )
-        if interval < 0:
-            raise DataFlowDefinitionError(f"interval={interval!r}: must be >= 0 seconds")
-        if executor is not None and not isinstance(executor, Executor):
-            raise DataFlowDefinitionError(
-                f"executor={executor!r}: must be a concurrent.futures.Executor"
-            )
-        self.definition = definition
-        self.infinity_loop = infinity_loop
-        self.interval = float(interval)
-        self.args_visibility = args_visibility
-        self.executor = executor
-        self.plugins = tuple(plugins)
-        self.retry = retry
-        self.name = name or f"DataFlow@{id(self):x}"
-        self.plan: Block = Compiler(retry).compile(definition, DataFlow)
-        self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
-        self._loops: set[_LoopState] = set()
-        self._version = -1
-        self._build()
-
-    # -- compiling ------------------------------------------------------------------
-
-    def _build(self) -> None:
-        pm = _plugins.plugin_manager_for(self.plugins)
-        self._version = _plugins.version()
-        self._hooks = rt.Hooks(pm)
-        self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
-        if self.infinity_loop:
-            self._entry: Callable[[Result], Awaitable[Result]] = self._loop
-        elif self._hooks.any:
-            self._entry = self._observed
-        else:
-            self._entry = self._plain
-
-    @property
-    def source(self) -> str:
-        """The generated Python source of this flow (for the curious and for debugging)."""
-        return str(self._body.__asyncdataflow_source__)
-
-    # -- running --------------------------------------------------------------------
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Result]:
-        if args:
-            raise DataFlowCallError(
-                f"flow {self.name!r} takes keyword arguments only, got {len(args)} "
-                f"positional; call it as flow(name=value, ...)"
-            )
-        if self._version != _plugins.version():
-            self._build()
-        return self._entry(kwargs)
-
-    def _plain(self, kwargs: Result) -> Awaitable[Result]:
-        return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
-
-    async def _observed(self, kwargs: Result, run: RunInfo | None = None) -> Result:
-        hooks = self._hooks
-        if run is None:
-            run = RunInfo(kwargs)
-        hooks.emit("before_flow_run", flow=self, run=run, kwargs=kwargs)
-        started = time.perf_counter()
-        try:
-            result: Result = await self._body(kwargs, run, kwargs)
-        except BaseException as error:
-            hooks.emit(
-                "after_flow_run", flow=self, run=run, result=None, error=error,
-                duration=time.perf_counter() - started,
-            )
-            raise
-        hooks.emit(
-            "after_flow_run", flow=self, run=run, result=result, error=None,
-            duration=time.perf_counter() - started,
-        )
-        return result
-
-    async def _loop(self, kwargs: Result) -> Result:
-        state = _LoopState()
-        self._loops.add(state)
-        try:
-            iteration = 0
-            while True:
-                iteration += 1
-                hooks = self._hooks
-                started = time.perf_counter()
-                if hooks.any:
-                    run = RunInfo(kwargs, iteration)
-                    try:
-                        result = await self._observed(kwargs, run)
-                    except BaseException as error:
-                        hooks.emit(
-                            "after_loop_iteration", flow=self, run=run, iteration=iteration,
-                            result=None, error=error, duration=time.perf_counter() - started,
-                        )
-                        raise
-                    hooks.emit(
-                        "after_loop_iteration", flow=self, run=run, iteration=iteration,
-                        result=result, error=None, duration=time.perf_counter() - started,
-                    )
-                else:
-                    result = await self._body(kwargs, None, kwargs)
-                if state.stopped:
-                    return result
-                if self.interval:
-                    if state.event is None:
-                        state.event = asyncio.Event()
-                    try:
-                        async with asyncio.timeout(self.interval):
-                            await state.event.wait()
-                    except TimeoutError:
-                        pass
-                else:
-                    await asyncio.sleep(0)
-                if state.stopped:
-                    return result
-                if self._version != _plugins.version():
-                    self._build()
-        finally:
-            self._loops.discard(state)
-
-    async def _iteration(self, kwargs: Result, run: RunInfo, iteration: int) -> Result:
-        if self._hooks.flow_level:
-            return await self._observed(kwargs, iteration)
-        result: Result = await self._body(kwargs, run, kwargs)
-        return result
 
     def stop(self) -> None:
         """Let every running infinity loop of this flow finish its current iteration and
