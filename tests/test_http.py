@@ -814,3 +814,20 @@ async def test_a_bearer_token_appears_in_no_log_note_or_name(
     ]
     for secret in ("s3cr3t-t0ken", PASSWORD, "k3y-V4LUE"):
         assert not any(secret in text for text in texts), secret
+
+
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "http.md").read_text()
+    section = text.split("## A runnable example", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    expected = section.split("It prints:\n\n```\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "docs_example.py"
+    script.write_text(code)
+    out = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout == expected

@@ -342,13 +342,13 @@ class Reader(_HttpStep):
                 body = await _read_body(response, self._format)
                 if paginate is None:
                     return body, None
+                target: str | URL | None
                 if paginate == "link":
                     link = response.links.get("next")
                     target = link.get("url") if link is not None else None
                 else:
-                    target = paginate(body, response)
-                    if inspect.isawaitable(target):
-                        target = await target
+                    answer = paginate(body, response)
+                    target = await answer if inspect.isawaitable(answer) else answer
                 if target is None or target == "":
                     return body, None
                 return body, response.url.join(URL(str(target)))
