@@ -1,0 +1,245 @@
+"""Built-in plugin: stdlib ``logging`` records for every run and step event.
+
+Turn it on for every flow, or for one::
+
+    import asyncdataflow
+    from asyncdataflow.plugins import log
+
+    asyncdataflow.register_plugin(log)          # every flow
+    flow = asyncdataflow.DataFlow(definition, plugins=[log])   # this flow only
+
+Records go to the logger ``asyncdataflow.run`` (:data:`LOGGER_NAME`):
+
+- ``DEBUG``: a run or a step started, finished, or a step was not taken;
+- ``WARNING``: a failed step will be retried;
+- ``ERROR``: a step failed for good (with the traceback) or a run failed.
+
+Each record carries ``extra`` fields, prefixed ``adf_`` so they never clash with
+:class:`logging.LogRecord` attributes: ``adf_flow``, ``adf_run_id``, ``adf_event``, and
+where they apply ``adf_step``, ``adf_path``, ``adf_attempt``, ``adf_duration`` (seconds),
+``adf_delay``, ``adf_error`` (the exception's type name), ``adf_iteration``,
+``adf_missing``, ``adf_keys`` (output key names).
+
+The plugin never configures logging (no handler, no level: that is the application's
+job) and never logs the values of a run's arguments or of a step's input and output, which
+may hold secrets; only key names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from asyncdataflow.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from asyncdataflow.flow import DataFlow
+    from asyncdataflow.info import RunInfo, StepInfo
+
+__all__ = [
+    "LOGGER_NAME",
+    "after_flow_run",
+    "after_loop_iteration",
+    "after_step_run",
+    "before_flow_run",
+    "before_step_run",
+    "logger",
+    "on_step_error",
+    "on_step_retry",
+    "on_step_skipped",
+]
+
+LOGGER_NAME = "asyncdataflow.run"
+logger = logging.getLogger(LOGGER_NAME)
+
+_DEBUG = logging.DEBUG
+
+
+def _run_id(run: RunInfo | None) -> str | None:
+    return run.id if run is not None else None
+
+
+def _step_extra(
+    event: str, flow: DataFlow, run: RunInfo | None, step: StepInfo, **more: Any
+) -> dict[str, Any]:
+    return {
+        "adf_event": event,
+        "adf_flow": flow.name,
+        "adf_run_id": _run_id(run),
+        "adf_step": step.name,
+        "adf_path": step.path,
+        **more,
+    }
+
+
+def _will_retry(step: StepInfo, error: BaseException, attempt: int) -> bool:
+    """What the step's own policy says (the retry hook may still refine it)."""
+    policy = step.retry
+    return (
+        policy is not None
+        and isinstance(error, Exception)
+        and attempt < policy.attempts
+        and isinstance(error, policy.on)
+    )
+
+
+@hookimpl
+def before_flow_run(flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> None:
+    if logger.isEnabledFor(_DEBUG):
+        logger.debug(
+            "flow %s run %s started with arguments %s",
+            flow.name, run.id, sorted(kwargs),
+            extra={"adf_event": "run_started", "adf_flow": flow.name, "adf_run_id": run.id,
+                   "adf_keys": tuple(kwargs)},
+        )
+
+
+@hookimpl
+def after_flow_run(
+    flow: DataFlow,
+    run: RunInfo,
+    result: dict[str, Any] | None,
+    error: BaseException | None,
+    duration: float,
+) -> None:
+    extra: dict[str, Any] = {"adf_flow": flow.name, "adf_run_id": run.id, "adf_duration": duration}
+    if error is None:
+        if logger.isEnabledFor(_DEBUG):
+            extra.update(adf_event="run_finished", adf_keys=tuple(result or ()))
+            logger.debug("flow %s run %s finished in %.6fs", flow.name, run.id, duration,
+                         extra=extra)
+        return
+    extra.update(adf_error=type(error).__name__)
+    if isinstance(error, asyncio.CancelledError):
+        extra["adf_event"] = "run_cancelled"
+        logger.debug("flow %s run %s cancelled after %.6fs", flow.name, run.id, duration,
+                     extra=extra)
+        return
+    extra["adf_event"] = "run_failed"
+    logger.error("flow %s run %s failed after %.6fs: %s", flow.name, run.id, duration,
+                 type(error).__name__, extra=extra)
+
+
+@hookimpl
+def before_step_run(flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
+    if logger.isEnabledFor(_DEBUG):
+        logger.debug(
+            "flow %s run %s: step %s at %s started (attempt %d)",
+            flow.name, _run_id(run), step.name, step.path, attempt,
+            extra=_step_extra("step_started", flow, run, step, adf_attempt=attempt),
+        )
+
+
+@hookimpl
+def after_step_run(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    result: dict[str, Any],
+    duration: float,
+    attempt: int,
+) -> None:
+    if logger.isEnabledFor(_DEBUG):
+        logger.debug(
+            "flow %s run %s: step %s at %s finished in %.6fs (attempt %d)",
+            flow.name, _run_id(run), step.name, step.path, duration, attempt,
+            extra=_step_extra(
+                "step_finished", flow, run, step, adf_attempt=attempt,
+                adf_duration=duration, adf_keys=tuple(result),
+            ),
+        )
+
+
+@hookimpl
+def on_step_error(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    error: BaseException,
+    attempt: int,
+    duration: float,
+) -> None:
+    extra = _step_extra(
+        "step_failed", flow, run, step, adf_attempt=attempt, adf_duration=duration,
+        adf_error=type(error).__name__,
+    )
+    if isinstance(error, asyncio.CancelledError):
+        extra["adf_event"] = "step_cancelled"
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("flow %s run %s: step %s at %s cancelled after %.6fs",
+                         flow.name, _run_id(run), step.name, step.path, duration, extra=extra)
+        return
+    if _will_retry(step, error, attempt):
+        # on_step_retry logs it at WARNING; this attempt is not the step's failure
+        if logger.isEnabledFor(_DEBUG):
+            extra["adf_event"] = "step_attempt_failed"
+            logger.debug("flow %s run %s: step %s at %s attempt %d failed: %s",
+                         flow.name, _run_id(run), step.name, step.path, attempt,
+                         type(error).__name__, extra=extra)
+        return
+    logger.error(
+        "flow %s run %s: step %s at %s failed after %.6fs (attempt %d): %s",
+        flow.name, _run_id(run), step.name, step.path, duration, attempt,
+        type(error).__name__, exc_info=error, extra=extra,
+    )
+
+
+@hookimpl
+def on_step_skipped(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    missing: tuple[str, ...],
+    available: tuple[str, ...],
+) -> None:
+    if logger.isEnabledFor(_DEBUG):
+        why = f"missing {list(missing)}" if missing else "its block was not taken"
+        logger.debug(
+            "flow %s run %s: step %s at %s not taken: %s",
+            flow.name, _run_id(run), step.name, step.path, why,
+            extra=_step_extra("step_skipped", flow, run, step, adf_missing=missing,
+                              adf_keys=available),
+        )
+
+
+@hookimpl
+def on_step_retry(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    error: BaseException,
+    attempt: int,
+    delay: float,
+) -> None:
+    logger.warning(
+        "flow %s run %s: step %s at %s failed on attempt %d (%s: %s); retrying in %.3fs",
+        flow.name, _run_id(run), step.name, step.path, attempt, type(error).__name__,
+        error, delay,
+        extra=_step_extra("step_retry", flow, run, step, adf_attempt=attempt, adf_delay=delay,
+                          adf_error=type(error).__name__),
+    )
+
+
+@hookimpl
+def after_loop_iteration(
+    flow: DataFlow,
+    run: RunInfo,
+    iteration: int,
+    result: dict[str, Any] | None,
+    error: BaseException | None,
+    duration: float,
+) -> None:
+    # a failed iteration is also a failed run: after_flow_run logs it at ERROR
+    if not logger.isEnabledFor(_DEBUG):
+        return
+    extra = {"adf_event": "loop_iteration", "adf_flow": flow.name, "adf_run_id": run.id,
+             "adf_iteration": iteration, "adf_duration": duration}
+    if error is None:
+        logger.debug("flow %s loop iteration %d finished in %.6fs", flow.name, iteration,
+                     duration, extra=extra)
+    else:
+        extra["adf_error"] = type(error).__name__
+        logger.debug("flow %s loop iteration %d ended after %.6fs: %s", flow.name, iteration,
+                     duration, type(error).__name__, extra=extra)

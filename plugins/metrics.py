@@ -1,0 +1,152 @@
+"""Built-in plugin: Prometheus metrics for runs and steps (``pip install
+"asyncdataflow[metrics]"``).
+
+::
+
+    from prometheus_client import CollectorRegistry
+    from asyncdataflow.plugins.metrics import MetricsPlugin
+
+    metrics = MetricsPlugin()                    # registers on prometheus_client.REGISTRY
+    asyncdataflow.register_plugin(metrics)       # or DataFlow(..., plugins=[metrics])
+
+Metrics (``<ns>`` is the ``namespace``, ``asyncdataflow`` by default; ``flow`` is the
+flow's ``name``, ``step`` the step's display name; ``outcome`` is ``ok``, ``error`` or
+``cancelled``):
+
+- ``<ns>_runs_total{flow, outcome}``: finished runs.
+- ``<ns>_run_duration_seconds{flow, outcome}``: histogram of run durations.
+- ``<ns>_runs_in_flight{flow}``: gauge of runs started and not finished.
+- ``<ns>_steps_total{flow, step, outcome}``: finished step attempts (a step that fails
+  twice and then succeeds counts two ``error`` and one ``ok``).
+- ``<ns>_step_duration_seconds{flow, step, outcome}``: histogram of attempt durations.
+- ``<ns>_step_retries_total{flow, step}``: retries scheduled.
+- ``<ns>_step_skips_total{flow, step}``: steps not taken.
+- ``<ns>_loop_iterations_total{flow, outcome}``: finished iterations of infinity loops.
+
+Give flows a ``name=``: the default name holds the object's id, a new label value per
+flow object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "asyncdataflow.plugins.metrics needs prometheus_client: "
+        'pip install "asyncdataflow[metrics]"'
+    ) from exc
+
+from asyncdataflow.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from asyncdataflow.flow import DataFlow
+    from asyncdataflow.info import RunInfo, StepInfo
+
+__all__ = ["MetricsPlugin"]
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
+class MetricsPlugin:
+    """Counts and times runs and steps into Prometheus metrics.
+
+    Args:
+        registry: where the metrics are registered (default: ``prometheus_client``'s
+            global ``REGISTRY``). One registry holds one plugin per ``namespace``.
+        namespace: the metric name prefix.
+        buckets: histogram buckets in seconds (default: ``prometheus_client``'s).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "asyncdataflow",
+        buckets: tuple[float, ...] | None = None,
+    ) -> None:
+        self.registry = REGISTRY if registry is None else registry
+        self.namespace = namespace
+        reg = self.registry
+        hist: dict[str, Any] = {"registry": reg, "namespace": namespace}
+        if buckets is not None:
+            hist["buckets"] = buckets
+        self.runs = Counter(
+            "runs", "Finished flow runs.", ["flow", "outcome"], namespace=namespace, registry=reg
+        )
+        self.run_duration = Histogram(
+            "run_duration_seconds", "Flow run durations.", ["flow", "outcome"], **hist
+        )
+        self.in_flight = Gauge(
+            "runs_in_flight", "Flow runs started and not finished.", ["flow"],
+            namespace=namespace, registry=reg,
+        )
+        self.steps = Counter(
+            "steps", "Finished step attempts.", ["flow", "step", "outcome"],
+            namespace=namespace, registry=reg,
+        )
+        self.step_duration = Histogram(
+            "step_duration_seconds", "Step attempt durations.", ["flow", "step", "outcome"],
+            **hist,
+        )
+        self.retries = Counter(
+            "step_retries", "Step retries scheduled.", ["flow", "step"],
+            namespace=namespace, registry=reg,
+        )
+        self.skips = Counter(
+            "step_skips", "Steps not taken.", ["flow", "step"], namespace=namespace, registry=reg
+        )
+        self.loop_iterations = Counter(
+            "loop_iterations", "Finished infinity-loop iterations.", ["flow", "outcome"],
+            namespace=namespace, registry=reg,
+        )
+
+    def __repr__(self) -> str:
+        return f"<MetricsPlugin namespace={self.namespace!r}>"
+
+    @hookimpl
+    def before_flow_run(self, flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> None:
+        self.in_flight.labels(flow.name).inc()
+
+    @hookimpl
+    def after_flow_run(
+        self, flow: DataFlow, error: BaseException | None, duration: float
+    ) -> None:
+        outcome = _outcome(error)
+        self.in_flight.labels(flow.name).dec()
+        self.runs.labels(flow.name, outcome).inc()
+        self.run_duration.labels(flow.name, outcome).observe(duration)
+
+    @hookimpl
+    def after_step_run(self, flow: DataFlow, step: StepInfo, duration: float) -> None:
+        self.steps.labels(flow.name, step.name, "ok").inc()
+        self.step_duration.labels(flow.name, step.name, "ok").observe(duration)
+
+    @hookimpl
+    def on_step_error(
+        self, flow: DataFlow, step: StepInfo, error: BaseException, duration: float
+    ) -> None:
+        outcome = _outcome(error)
+        self.steps.labels(flow.name, step.name, outcome).inc()
+        self.step_duration.labels(flow.name, step.name, outcome).observe(duration)
+
+    @hookimpl
+    def on_step_retry(self, flow: DataFlow, step: StepInfo) -> None:
+        self.retries.labels(flow.name, step.name).inc()
+
+    @hookimpl
+    def on_step_skipped(self, flow: DataFlow, step: StepInfo) -> None:
+        self.skips.labels(flow.name, step.name).inc()
+
+    @hookimpl
+    def after_loop_iteration(self, flow: DataFlow, error: BaseException | None) -> None:
+        self.loop_iterations.labels(flow.name, _outcome(error)).inc()
