@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from .flow import DataFlow
 
 
-
 class _Gen:
     def __init__(
         self,
@@ -102,9 +101,11 @@ class _Gen:
         elif info.inline:
             call = f"{f}({a})"
         elif self.thread_ctx:
-            call = f"await _loop().run_in_executor(EXEC, _partial(_cc().run, {f}{', ' if a else ''}{a}))"
+            sep = ", " if a else ""
+            call = f"await _loop().run_in_executor(EXEC, _partial(_cc().run, {f}{sep}{a}))"
         else:
-            call = f"await _loop().run_in_executor(EXEC, _partial({f}{', ' if a else ''}{a}))"
+            sep = ", " if a else ""
+            call = f"await _loop().run_in_executor(EXEC, _partial({f}{sep}{a}))"
         return [
             "try:",
             f"    r = {call}",

@@ -85,9 +85,7 @@ def callable_name(func: Any) -> str:
     return name
 
 
-def analyze_signature(
-    func: Callable[..., Any], where: str
-) -> tuple[tuple[str, Any], ...]:
+def analyze_signature(func: Callable[..., Any], where: str) -> tuple[tuple[str, Any], ...]:
     """(name, default-or-empty) for each parameter the flow may feed ``func``.
 
     Keyword arguments bound with ``functools.partial`` are left out: flow data never
@@ -125,7 +123,7 @@ def is_async_callable(func: Any) -> bool:
         func = func.func
     if inspect.iscoroutinefunction(func):
         return True
-    call = getattr(type(func), "__call__", None)
+    call = getattr(type(func), "__call__", None)  # noqa: B004 - the class's own __call__
     return call is not None and inspect.iscoroutinefunction(call)
 
 
@@ -186,7 +184,7 @@ class Compiler:
             kind = "a sequential" if not nested_concurrent else "a concurrent"
             raise DataFlowNotTupleError(
                 f"{path}: got a {type(item).__name__} where a tuple ({kind} block) or a "
-                f"step is expected; blocks are written as tuples: ({', '.join('...' for _ in range(2))})"
+                "step is expected; blocks are written as tuples: (step_a, step_b)"
             )
         if not callable(item):
             raise DataFlowNotCallableError(

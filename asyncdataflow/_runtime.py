@@ -14,12 +14,12 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
+from ._compiler import Block, Fn, guard_missing
 from .exceptions import (
     DataFlowFunctionResultError,
     DataFlowMergeResultError,
     DataFlowRoutingError,
 )
-from ._compiler import Block, Fn, guard_missing
 from .info import RunInfo, StepInfo
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ Data = dict[str, Any]
 
 
 def note(error: BaseException, info: StepInfo, flow_name: str) -> None:
-    error.add_note(f"asyncdataflow: raised by step {info.name!r} at {info.path} of flow {flow_name!r}")
+    error.add_note(
+        f"asyncdataflow: raised by step {info.name!r} at {info.path} of flow {flow_name!r}"
+    )
 
 
 def check_result(result: Any, info: StepInfo) -> Data:
@@ -158,9 +160,7 @@ class Hooks:
             self.impls[n]
             for n in ("before_step_run", "after_step_run", "on_step_error", "on_step_retry")
         )
-        self.flow_level = bool(
-            self.impls["before_flow_run"] or self.impls["after_flow_run"]
-        )
+        self.flow_level = bool(self.impls["before_flow_run"] or self.impls["after_flow_run"])
 
     def emit(self, name: str, **kwargs: Any) -> None:
         for func, argnames, plugin in self.impls[name]:
@@ -173,7 +173,7 @@ class Hooks:
 class StepRunner:
     """The instrumented call of one step: hooks, limit, timeout, retries."""
 
-    __slots__ = ("flow", "fn", "hooks", "info", "executor", "ctx", "_sems")
+    __slots__ = ("_sems", "ctx", "executor", "flow", "fn", "hooks", "info")
 
     def __init__(self, flow: DataFlow, fn: Fn, hooks: Hooks, executor: Executor | None) -> None:
         self.flow = flow
@@ -240,8 +240,13 @@ class StepRunner:
                 duration = time.perf_counter() - started
                 if hooks.step_level:
                     emit(
-                        "on_step_error", flow=flow, run=run, step=info, error=error,
-                        attempt=attempt, duration=duration,
+                        "on_step_error",
+                        flow=flow,
+                        run=run,
+                        step=info,
+                        error=error,
+                        attempt=attempt,
+                        duration=duration,
                     )
                 delay = None
                 if info.retry is not None and isinstance(error, Exception):
@@ -262,8 +267,13 @@ class StepRunner:
                     raise
                 if hooks.step_level:
                     emit(
-                        "on_step_retry", flow=flow, run=run, step=info, error=error,
-                        attempt=attempt, delay=delay,
+                        "on_step_retry",
+                        flow=flow,
+                        run=run,
+                        step=info,
+                        error=error,
+                        attempt=attempt,
+                        delay=delay,
                     )
                 await asyncio.sleep(delay)
                 attempt += 1
@@ -271,16 +281,27 @@ class StepRunner:
             result = check_result(raw, info)
             if hooks.step_level:
                 emit(
-                    "after_step_run", flow=flow, run=run, step=info, result=result,
-                    duration=time.perf_counter() - started, attempt=attempt,
+                    "after_step_run",
+                    flow=flow,
+                    run=run,
+                    step=info,
+                    result=result,
+                    duration=time.perf_counter() - started,
+                    attempt=attempt,
                 )
             return result
 
 
-def report_skipped(hooks: Hooks, flow: DataFlow, run: RunInfo | None, node: Fn | Block, data: Data) -> None:
+def report_skipped(
+    hooks: Hooks, flow: DataFlow, run: RunInfo | None, node: Fn | Block, data: Data
+) -> None:
     available = tuple(data)
     for fn in node.steps():
         hooks.emit(
-            "on_step_skipped", flow=flow, run=run, step=fn.info,
-            missing=fn.missing(data), available=available,
+            "on_step_skipped",
+            flow=flow,
+            run=run,
+            step=fn.info,
+            missing=fn.missing(data),
+            available=available,
         )

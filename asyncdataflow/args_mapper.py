@@ -109,7 +109,7 @@ def args_mapper(
         ret = [f"return {{{output!r}: r}}"]
         outputs = (output,)
     elif isinstance(output, Mapping):
-        for k, v in output.items():
+        for v in output.values():
             _check_name(v, "output name")
         ns["KEYS"] = list(output)
         pairs = ", ".join(f"{v!r}: r[{k!r}]" for k, v in output.items())
@@ -141,8 +141,10 @@ def args_mapper(
 
     is_async = is_async_callable(func)
     sig = ", ".join(sig_parts)
-    head = f"async def mapped({'*, ' if sig else ''}{sig}):" if is_async else (
-        f"def mapped({'*, ' if sig else ''}{sig}):"
+    head = (
+        f"async def mapped({'*, ' if sig else ''}{sig}):"
+        if is_async
+        else (f"def mapped({'*, ' if sig else ''}{sig}):")
     )
     call = f"{'await ' if is_async else ''}func({', '.join(call_parts)})"
     src = "\n".join([head, f"    r = {call}", *("    " + line for line in ret)])

@@ -134,12 +134,20 @@ class DataFlow:
             result: Result = await self._body(kwargs, run, kwargs)
         except BaseException as error:
             hooks.emit(
-                "after_flow_run", flow=self, run=run, result=None, error=error,
+                "after_flow_run",
+                flow=self,
+                run=run,
+                result=None,
+                error=error,
                 duration=time.perf_counter() - started,
             )
             raise
         hooks.emit(
-            "after_flow_run", flow=self, run=run, result=result, error=None,
+            "after_flow_run",
+            flow=self,
+            run=run,
+            result=result,
+            error=None,
             duration=time.perf_counter() - started,
         )
         return result
@@ -159,13 +167,23 @@ class DataFlow:
                         result = await self._observed(kwargs, run)
                     except BaseException as error:
                         hooks.emit(
-                            "after_loop_iteration", flow=self, run=run, iteration=iteration,
-                            result=None, error=error, duration=time.perf_counter() - started,
+                            "after_loop_iteration",
+                            flow=self,
+                            run=run,
+                            iteration=iteration,
+                            result=None,
+                            error=error,
+                            duration=time.perf_counter() - started,
                         )
                         raise
                     hooks.emit(
-                        "after_loop_iteration", flow=self, run=run, iteration=iteration,
-                        result=result, error=None, duration=time.perf_counter() - started,
+                        "after_loop_iteration",
+                        flow=self,
+                        run=run,
+                        iteration=iteration,
+                        result=result,
+                        error=None,
+                        duration=time.perf_counter() - started,
                     )
                 else:
                     result = await self._body(kwargs, None, kwargs)
@@ -243,7 +261,9 @@ class DataFlow:
         exhausted = False
         try:
             while True:
-                while not exhausted and not failed and running < concurrency and len(pending) < window:
+                while (
+                    not exhausted and not failed and running < concurrency and len(pending) < window
+                ):
                     try:
                         kw = next(it) if it is not None else await anext(ait)  # type: ignore[arg-type]
                     except (StopIteration, StopAsyncIteration):
@@ -255,7 +275,7 @@ class DataFlow:
                             f"of keyword arguments for flow {self.name!r}"
                         )
                     index += 1
-                    task = loop.create_task(self(**kw))  # type: ignore[arg-type]
+                    task: asyncio.Task[Result] = loop.create_task(self(**kw))  # type: ignore[arg-type]
                     running += 1
                     task.add_done_callback(done)
                     pending.append(task)

@@ -72,9 +72,9 @@ class Retry:
             return None
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
-        pause = min(self.backoff * (2 ** (attempt - 1)), self.max_delay)
+        pause: float = min(self.backoff * 2.0 ** (attempt - 1), self.max_delay)
         if self.jitter:
-            pause = self._random.uniform(pause / 2, pause)
+            pause = float(self._random.uniform(pause / 2, pause))
         return pause
 
 

@@ -73,7 +73,9 @@ def make_branch(i: int) -> Callable[..., Awaitable[dict[str, Any]]]:
 BRANCHES = [make_branch(i) for i in range(8)]
 
 
-async def merge(k0: int, k1: int, k2: int, k3: int, k4: int, k5: int, k6: int, k7: int) -> dict[str, Any]:
+async def merge(
+    k0: int, k1: int, k2: int, k3: int, k4: int, k5: int, k6: int, k7: int
+) -> dict[str, Any]:
     return {"sum": k0 + k1 + k2 + k3 + k4 + k5 + k6 + k7}
 
 
@@ -106,8 +108,9 @@ async def per_call(fn: Callable[..., Awaitable[Any]], n: int, repeats: int) -> f
     return statistics.median(samples)
 
 
-async def compare(name: str, hand: Callable[..., Awaitable[Any]], flow: DataFlow, n: int,
-                  repeats: int) -> float:
+async def compare(
+    name: str, hand: Callable[..., Awaitable[Any]], flow: DataFlow, n: int, repeats: int
+) -> float:
     assert await hand(x=1) == await flow(x=1), name
     # interleave to share machine noise fairly
     h, f = [], []
@@ -143,22 +146,28 @@ async def main() -> None:
     sync_chain = DataFlow(tuple(SYNC), name="sync_chain")
     print(f"python {sys.version.split()[0]}, medians of {repeats} rounds")
     await compare("10-step async chain", hand_chain, chain, int(5000 * scale), repeats)
-    await compare("step, 8-way concurrent block, merge", hand_fanout, fanout,
-                  int(2000 * scale), repeats)
+    await compare(
+        "step, 8-way concurrent block, merge", hand_fanout, fanout, int(2000 * scale), repeats
+    )
     n = 10_000
     th, tf = [], []
     for _ in range(max(3, repeats // 3)):
         th.append(await many_at_once(hand_chain, n))
         tf.append(await many_at_once(chain, n))
     hm, fm = statistics.median(th), statistics.median(tf)
-    print(f"{'10,000 chains at once (time)':<44} hand {hm * 1e3:8.2f} ms  flow {fm * 1e3:8.2f} ms"
-          f"  ratio {fm / hm:5.2f}x")
+    print(
+        f"{'10,000 chains at once (time)':<44} hand {hm * 1e3:8.2f} ms  flow {fm * 1e3:8.2f} ms"
+        f"  ratio {fm / hm:5.2f}x"
+    )
     mh = await peak_memory(hand_chain, n)
     mf = await peak_memory(chain, n)
-    print(f"{'10,000 chains at once (peak memory)':<44} hand {mh / 2**20:8.2f} MiB flow "
-          f"{mf / 2**20:8.2f} MiB ratio {mf / mh:5.2f}x")
-    await compare("5-step sync chain vs asyncio.to_thread", hand_sync, sync_chain,
-                  int(500 * scale), repeats)
+    print(
+        f"{'10,000 chains at once (peak memory)':<44} hand {mh / 2**20:8.2f} MiB flow "
+        f"{mf / 2**20:8.2f} MiB ratio {mf / mh:5.2f}x"
+    )
+    await compare(
+        "5-step sync chain vs asyncio.to_thread", hand_sync, sync_chain, int(500 * scale), repeats
+    )
 
 
 if __name__ == "__main__":

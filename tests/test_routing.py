@@ -208,9 +208,7 @@ async def test_seed_request_broker_routes_by_the_dispatchers_output():
     )
     assert await flow(request={"q": "Q", "systems": ["a"]}) == {"response": ["a(q)"]}
     assert await flow(request={"q": "Q", "systems": ["b"]}) == {"response": ["b(q)"]}
-    assert await flow(request={"q": "Q", "systems": ["a", "b"]}) == {
-        "response": ["a(q)", "b(q)"]
-    }
+    assert await flow(request={"q": "Q", "systems": ["a", "b"]}) == {"response": ["a(q)", "b(q)"]}
     with pytest.raises(DataFlowRoutingError):
         await flow(request={"q": "Q", "systems": []})
 
