@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import json
 import logging
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from email.utils import formatdate
 from pathlib import Path
 
@@ -831,3 +834,68 @@ def test_the_docs_example_runs(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout == expected
+
+
+@contextlib.contextmanager
+def server_in_a_thread() -> Iterator[str]:
+    """The test server on its own loop in a thread, for tests that run several loops."""
+    loop = asyncio.new_event_loop()
+    ready: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        runner = web.AppRunner(make_app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        ready.put(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+        await runner.cleanup()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
+    thread.start()
+    try:
+        yield ready.get(timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+        loop.close()
+
+
+def test_each_event_loop_gets_its_own_session() -> None:
+    with server_in_a_thread() as base:
+        read = http.reader(base + "/json")
+        loop_a = asyncio.new_event_loop()
+        try:
+            assert loop_a.run_until_complete(read())["data"]["n"] == 1
+
+            async def in_loop_b() -> int:
+                first = (await read())["data"]["n"]
+                await read.aclose()  # closes loop B's session; loop A's is kept for A
+                return first
+
+            # A session is bound to its loop: this works only with a second session.
+            assert asyncio.run(in_loop_b()) == 1
+            assert len(open_client_sessions()) == 1
+            assert loop_a.run_until_complete(read())["data"]["n"] == 1
+            loop_a.run_until_complete(read.aclose())
+            assert open_client_sessions() == []
+        finally:
+            loop_a.close()
+
+
+def test_aclose_closes_a_session_of_a_loop_running_in_another_thread() -> None:
+    with server_in_a_thread() as base:
+        read = http.reader(base + "/json")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(read(), loop).result(10)
+            assert len(open_client_sessions()) == 1
+            asyncio.run(read.aclose())
+            assert open_client_sessions() == []
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()

@@ -48,18 +48,22 @@ class SessionHolder:
         return aiohttp.ClientSession(connector=connector)
 
     async def aclose(self) -> None:
-        """Close every session this holder created (the user's session stays open)."""
-        with self._lock:
-            sessions = list(self._by_loop.items())
-            self._by_loop.clear()
+        """Close the sessions this holder created (the user's session stays open): the
+        running loop's, and those of loops running in other threads (closed on their own
+        loop). A session of a loop that is not running now is kept for ``aclose()`` in
+        that loop, since it can only be closed there."""
         current = asyncio.get_running_loop()
-        for loop, session in sessions:
-            if session.closed:
+        with self._lock:
+            todo = [
+                (loop, self._by_loop.pop(loop))
+                for loop in list(self._by_loop)
+                if loop is current or loop.is_running() or loop.is_closed()
+            ]
+        for loop, session in todo:
+            if session.closed or loop.is_closed():
                 continue
             if loop is current:
                 await session.close()
-            elif loop.is_running():
-                # A session belongs to its loop: close it there.
+            else:
                 future = asyncio.run_coroutine_threadsafe(session.close(), loop)
                 await asyncio.wrap_future(future)
-            # A session whose loop is already closed has no open transport left to close.
