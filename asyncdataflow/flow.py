@@ -346,6 +346,18 @@ class DataFlow:
     def __repr__(self) -> str:
         return f"<DataFlow {self.name!r}: {len(self.steps)} steps>"
 
+    def to_mermaid(self) -> str:
+        """The flow's structure as a Mermaid flowchart (see ``asyncdataflow graph``)."""
+        from .graph import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """The flow's structure as Graphviz DOT text."""
+        from .graph import to_dot
+
+        return to_dot(self)
+
     def walk(self) -> Iterable[Fn | Block]:
         """Every block and step of the plan, depth first."""
         stack: list[Fn | Block] = [self.plan]
