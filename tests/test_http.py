@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from asyncdataflow.plugins import http
+from asyncdataflow.plugins import http, log
 from asyncdataflow.plugins.http._hooks import parse_retry_after
 
 from asyncdataflow import DataFlow, Retry, hookimpl, step
@@ -795,17 +795,20 @@ async def test_a_bearer_token_appears_in_no_log_note_or_name(
     )
     write = http.writer(f"http://carol:{PASSWORD}@127.0.0.1:{server.port}/echo")
     policy = Retry(attempts=2, backoff=0.0, jitter=False)
-    async with DataFlow((step(read, retry=policy), write)) as flow:
+    # The built-in log plugin logs every step, failure (with its traceback) and retry.
+    async with DataFlow((step(read, retry=policy), write), plugins=[log]) as flow:
         with pytest.raises(aiohttp.ClientResponseError) as info:
             await flow(code=401)
         ok = http.reader(f"{server.base}/json", headers={"Authorization": TOKEN})
-        async with DataFlow((ok, write)) as flow2:
+        async with DataFlow((ok, write), plugins=[log]) as flow2:
             assert (await flow2())["status"] == 201
     assert server.requests[0].headers["Authorization"] == TOKEN
     assert server.requests[-1].headers["Authorization"].startswith("Basic ")
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     logged = "\n".join(formatter.format(r) for r in caplog.records)
     assert "http.reader(GET" in logged  # the step did log, at DEBUG
+    assert any(r.name.startswith("asyncdataflow.") and r.exc_info for r in caplog.records)
+    assert "ClientResponseError: 401" in logged  # the failure's traceback was logged
     texts = [
         logged,
         str(info.value),
