@@ -21,6 +21,7 @@ from .exceptions import (
     DataFlowRoutingError,
 )
 from .info import RunInfo, StepInfo
+from .options import Retry
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -33,6 +34,22 @@ Data = dict[str, Any]
 def note(error: BaseException, info: StepInfo, flow_name: str) -> None:
     error.add_note(
         f"asyncdataflow: raised by step {info.name!r} at {info.path} of flow {flow_name!r}"
+    )
+
+
+def retry_note(policy: Retry, error: BaseException, attempt: int) -> str:
+    if not isinstance(error, policy.on):
+        names = ", ".join(t.__name__ for t in policy.on)
+        return (
+            f"asyncdataflow: not retried: {type(error).__name__} is not listed in "
+            f"Retry(on=({names},)); {attempt} attempt(s) made"
+        )
+    if attempt >= policy.attempts:
+        return (
+            f"asyncdataflow: gave up after {attempt} attempts (Retry(attempts={policy.attempts}))"
+        )
+    return (
+        f"asyncdataflow: not retried after {attempt} attempt(s): a step_retry_delay hook declined"
     )
 
 
@@ -184,9 +201,8 @@ class StepRunner:
         from concurrent.futures import ThreadPoolExecutor
 
         self.ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
-        self._sems: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            WeakKeyDictionary()
-        )
+        # shared by every run of the flow, and kept across rebuilds of its plan
+        self._sems = flow._semaphores.setdefault(fn.info.path, WeakKeyDictionary())
 
     def kwargs(self, data: Data) -> Data:
         return {
@@ -259,10 +275,7 @@ class StepRunner:
                 if delay is None:
                     if isinstance(error, Exception):
                         if info.retry is not None:
-                            error.add_note(
-                                f"asyncdataflow: {attempt} attempt(s) made "
-                                f"(retry policy allows {info.retry.attempts})"
-                            )
+                            error.add_note(retry_note(info.retry, error, attempt))
                         note(error, info, flow.name)
                     raise
                 if hooks.step_level:

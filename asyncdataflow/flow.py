@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from . import _runtime as rt
 from . import plugin_manager as _plugins
@@ -89,6 +90,9 @@ class DataFlow:
         self.plan: Block = Compiler(retry).compile(definition, DataFlow)
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
         self._loops: set[_LoopState] = set()
+        self._semaphores: dict[
+            str, WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        ] = {}
         self._version = -1
         self._build()
 
