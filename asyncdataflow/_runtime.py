@@ -46,11 +46,9 @@ def retry_note(policy: Retry, error: BaseException, attempt: int) -> str:
         )
     if attempt >= policy.attempts:
         return (
-            f"asyncdataflow: gave up after {attempt} attempts (Retry(attempts={policy.attempts}))"
+            f"asyncdataflow: gave up: {attempt} attempt(s) made (Retry(attempts={policy.attempts}))"
         )
-    return (
-        f"asyncdataflow: not retried after {attempt} attempt(s): a step_retry_delay hook declined"
-    )
+    return f"asyncdataflow: a step_retry_delay hook declined to retry; {attempt} attempt(s) made"
 
 
 def check_result(result: Any, info: StepInfo) -> Data:
