@@ -100,7 +100,7 @@ class DataFlow:
 
     def _build(self) -> None:
         pm = _plugins.plugin_manager_for(self.plugins)
-        self._version = _plugins.version()
+        self._version = _plugins.VERSION
         self._hooks = rt.Hooks(pm)
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
         self._plain = not (self.infinity_loop or self._hooks.any)
@@ -122,7 +122,7 @@ class DataFlow:
                 f"flow {self.name!r} takes keyword arguments only, got {len(args)} "
                 f"positional; call it as flow(name=value, ...)"
             )
-        if self._version != _plugins.version():
+        if self._version != _plugins.VERSION:
             self._build()
         if self._plain:  # no hooks, no loop: straight into the generated code
             return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
@@ -205,7 +205,7 @@ class DataFlow:
                     await asyncio.sleep(0)
                 if state.stopped:
                     return result
-                if self._version != _plugins.version():
+                if self._version != _plugins.VERSION:
                     self._build()
         finally:
             self._loops.discard(state)

@@ -28,7 +28,9 @@ logger = logging.getLogger("asyncdataflow")
 
 _pm = pluggy.PluginManager(PROJECT_NAME)
 _pm.add_hookspecs(hookspecs)
-_state = {"version": 0, "entry_points_loaded": False}
+_state = {"entry_points_loaded": False}
+#: bumped on every (un)registration; flows compare it on each call and rebuild their plan
+VERSION = 0
 
 
 class _RetryPlugin:
@@ -43,7 +45,8 @@ retry_plugin = _RetryPlugin()
 
 
 def _bump() -> None:
-    _state["version"] += 1
+    global VERSION
+    VERSION += 1
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> str:
@@ -88,7 +91,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def version() -> int:
-    return _state["version"]
+    return VERSION
 
 
 def plugin_manager_for(plugins: Iterable[Any]) -> pluggy.PluginManager:
