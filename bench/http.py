@@ -31,9 +31,9 @@ from statistics import median  # noqa: E402
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
-from asyncdataflow.plugins import http  # noqa: E402
 
 from asyncdataflow import DataFlow  # noqa: E402
+from asyncdataflow.plugins import http  # noqa: E402
 
 DOCUMENT = {"id": 1, "name": "widget", "tags": ["a", "b"], "price": 9.5}
 

@@ -24,9 +24,9 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from asyncdataflow.plugins import http
 
 from asyncdataflow import DataFlow
+from asyncdataflow.plugins import http
 
 SOURCES: dict[str, list[dict[str, Any]]] = {
     "sales": [{"id": 1, "total": 9.5}, {"id": 2, "total": 12.0}, {"id": 3, "total": 3.25}],

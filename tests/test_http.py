@@ -21,11 +21,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from asyncdataflow.plugins import http, log
-from asyncdataflow.plugins.http._hooks import parse_retry_after
 
 from asyncdataflow import DataFlow, Retry, hookimpl, step
 from asyncdataflow.exceptions import DataFlowDefinitionError
+from asyncdataflow.plugins import http, log
+from asyncdataflow.plugins.http._hooks import parse_retry_after
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "Bearer s3cr3t-t0ken-XYZ"
