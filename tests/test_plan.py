@@ -1,0 +1,66 @@
+"""The compiled plan: no hook cost without plugins, rebuilt when plugins change."""
+
+from __future__ import annotations
+
+from asyncdataflow import DataFlow, hookimpl, register_plugin, step, unregister_plugin
+from asyncdataflow._runtime import Hooks
+
+
+async def a(x):
+    return {"y": x}
+
+
+def b(y):
+    return {"z": y}
+
+
+async def test_without_plugins_the_generated_code_calls_no_hook(monkeypatch):
+    flow = DataFlow((a, (b,), a), name="lean")
+    assert "HOOKS" not in flow.source and "_skipped" not in flow.source
+    assert "await R" not in flow.source  # no instrumented step runner
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a hook was called")
+
+    monkeypatch.setattr(Hooks, "emit", forbidden)
+    # the last 'a' is passed over (no x): a skip that no plugin hears costs nothing
+    assert await flow(x=1) == {"z": 1}
+
+
+async def test_only_steps_with_options_go_through_the_instrumented_runner():
+    flow = DataFlow((a, step(b, timeout=5)))
+    assert flow.source.count("await R") == 1
+    assert await flow(x=1) == {"z": 1}
+
+
+class Counting:
+    def __init__(self):
+        self.steps = 0
+
+    @hookimpl
+    def after_step_run(self, step):
+        self.steps += 1
+
+
+async def test_registering_a_plugin_rebuilds_existing_flows_on_their_next_call():
+    flow = DataFlow((a, b))
+    assert await flow(x=1) == {"z": 1}
+    plugin = Counting()
+    register_plugin(plugin)
+    try:
+        assert await flow(x=1) == {"z": 1}
+        assert plugin.steps == 2
+    finally:
+        unregister_plugin(plugin)
+    await flow(x=1)
+    assert plugin.steps == 2
+    assert "await R" not in flow.source
+
+
+async def test_per_flow_plugins_do_not_reach_other_flows():
+    plugin = Counting()
+    mine = DataFlow((a, b), plugins=[plugin])
+    other = DataFlow((a, b))
+    await mine(x=1)
+    await other(x=1)
+    assert plugin.steps == 2
