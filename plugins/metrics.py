@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-except ImportError as exc:  # pragma: no cover - depends on the environment
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    if not (exc.name or "").startswith("prometheus_client"):
+        raise
     raise ImportError(
         "asyncdataflow.plugins.metrics needs prometheus_client: "
         'pip install "asyncdataflow[metrics]"'

@@ -34,7 +34,9 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
-except ImportError as exc:  # pragma: no cover - depends on the environment
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    if not (exc.name or "").startswith("opentelemetry"):
+        raise
     raise ImportError(
         'asyncdataflow.plugins.tracing needs opentelemetry-api: '
         'pip install "asyncdataflow[tracing]"'

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asyncdataflow.plugins import log
 
 import asyncdataflow
 from asyncdataflow import DataFlow, Retry, step
+from asyncdataflow.plugins import log
 
 SECRET = "hunter2-do-not-log"
 

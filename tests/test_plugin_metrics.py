@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from asyncdataflow.plugins.metrics import MetricsPlugin
 from prometheus_client import CollectorRegistry, generate_latest
 
 from asyncdataflow import DataFlow, Retry, step
+from asyncdataflow.plugins.metrics import MetricsPlugin
 
 
 class Flaky:
