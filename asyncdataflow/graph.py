@@ -1,0 +1,213 @@
+"""Draw a flow's structure as Mermaid or Graphviz DOT text.
+
+Each step is a node labelled with its name, the parameters it takes (``in:``; a trailing
+``?`` marks one with a default) and, where known, the keys it returns (``out:``, from
+``args_mapper(..., output=...)`` or a ``TypedDict`` return annotation). Nested blocks are
+Mermaid subgraphs / DOT clusters labelled ``sequential`` or ``concurrent`` (plus the name
+of an inlined :class:`~asyncdataflow.DataFlow`). Arrows follow the data: each item of a
+sequential block feeds the next; a concurrent block fans out to the first step of every
+branch and fans in from the last.
+
+The text depends only on the definition, so it is stable enough to compare in a test.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._compiler import Block, Fn
+
+if TYPE_CHECKING:
+    from .flow import DataFlow
+
+__all__ = ["known_outputs", "to_dot", "to_mermaid"]
+
+_DEFAULT_NAME = re.compile(r"DataFlow@[0-9a-f]+")
+_INDENT = "    "
+
+
+def _node_id(path: str, prefix: str) -> str:
+    """``definition[2][0][1]`` -> ``n2_0_1`` (``prefix`` ``n`` for steps, ``b`` for blocks)."""
+    return prefix + "_".join(re.findall(r"\d+", path))
+
+
+def _typed_dict_keys(hint: Any) -> tuple[str, ...] | None:
+    if typing.is_typeddict(hint):
+        return tuple(hint.__annotations__)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        keys: list[str] = []
+        for arg in typing.get_args(hint):
+            if typing.is_typeddict(arg):
+                keys.extend(k for k in arg.__annotations__ if k not in keys)
+        return tuple(keys) or None
+    return None
+
+
+def known_outputs(fn: Fn) -> tuple[str, ...] | None:
+    """The keys ``fn`` returns, if the definition says: the names an ``args_mapper``
+    declares with ``output=``, else the keys of a ``TypedDict`` its return annotation
+    names (``-> Answer`` or ``-> Answer | None``). ``None`` when unknown."""
+    if fn.outputs is not None:
+        return fn.outputs
+    func: Any = fn.info.func
+    while isinstance(func, functools.partial):
+        func = func.func
+    target: Callable[..., Any] | None = func
+    if not (inspect.isfunction(func) or inspect.ismethod(func)):
+        target = type(func).__call__  # a callable object: its class's __call__
+    if target is None:
+        return None
+    try:
+        hint = typing.get_type_hints(target).get("return")
+    except Exception:  # unresolvable forward references: the keys are simply unknown
+        return None
+    return _typed_dict_keys(hint) if hint is not None else None
+
+
+def _params(fn: Fn) -> str:
+    return ", ".join(
+        name if default is inspect.Parameter.empty else f"{name}?" for name, default in fn.params
+    )
+
+
+def _label_lines(fn: Fn) -> list[str]:
+    lines = [fn.info.name]
+    params = _params(fn)
+    if params:
+        lines.append(f"in: {params}")
+    outputs = known_outputs(fn)
+    if outputs:
+        lines.append(f"out: {', '.join(outputs)}")
+    return lines
+
+
+def _block_label(block: Block) -> str:
+    kind = "concurrent" if block.concurrent else "sequential"
+    if block.name and not _DEFAULT_NAME.fullmatch(block.name):
+        return f"{kind}: {block.name}"
+    return kind
+
+
+def _entries(node: Fn | Block) -> list[Fn]:
+    """The steps that receive a node's input."""
+    if isinstance(node, Fn):
+        return [node]
+    if node.concurrent:
+        return [fn for branch in node.items for fn in _entries(branch)]
+    return _entries(node.items[0])
+
+
+def _exits(node: Fn | Block) -> list[Fn]:
+    """The steps whose outputs make a node's output."""
+    if isinstance(node, Fn):
+        return [node]
+    if node.concurrent:
+        return [fn for branch in node.items for fn in _exits(branch)]
+    return _exits(node.items[-1])
+
+
+def _edges(block: Block, out: list[tuple[Fn, Fn]]) -> None:
+    """Every arrow inside ``block``, in the order the data flows."""
+    if block.concurrent:
+        for branch in block.items:
+            if isinstance(branch, Block):
+                _edges(branch, out)
+        return
+    previous: list[Fn] = []
+    for item in block.items:
+        entries = _entries(item)
+        out.extend((a, b) for a in previous for b in entries)
+        if isinstance(item, Block):
+            _edges(item, out)
+        previous = _exits(item)
+
+
+def _all_edges(flow: DataFlow) -> list[tuple[Fn, Fn]]:
+    edges: list[tuple[Fn, Fn]] = []
+    _edges(flow.plan, edges)
+    return edges
+
+
+def _title(flow: DataFlow) -> str | None:
+    return None if _DEFAULT_NAME.fullmatch(flow.name) else flow.name
+
+
+# -- Mermaid ----------------------------------------------------------------------------
+
+_MERMAID_ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
+
+
+def _mermaid_text(text: str) -> str:
+    return "".join(_MERMAID_ESCAPES.get(c, c) for c in text)
+
+
+def _mermaid_items(block: Block, depth: int, lines: list[str]) -> None:
+    pad = _INDENT * depth
+    for item in block.items:
+        if isinstance(item, Fn):
+            label = "<br/>".join(_mermaid_text(line) for line in _label_lines(item))
+            lines.append(f'{pad}{_node_id(item.path, "n")}["{label}"]')
+        else:
+            label = _mermaid_text(_block_label(item))
+            lines.append(f'{pad}subgraph {_node_id(item.path, "b")}["{label}"]')
+            _mermaid_items(item, depth + 1, lines)
+            lines.append(f"{pad}end")
+
+
+def to_mermaid(flow: DataFlow) -> str:
+    """The flow's structure as a Mermaid ``flowchart`` (paste it into a Markdown
+    ```` ```mermaid ```` block)."""
+    lines = ["flowchart TD"]
+    title = _title(flow)
+    if title is not None:
+        lines.append(f"{_INDENT}%% {title}")
+    _mermaid_items(flow.plan, 1, lines)
+    for a, b in _all_edges(flow):
+        lines.append(f"{_INDENT}{_node_id(a.path, 'n')} --> {_node_id(b.path, 'n')}")
+    return "\n".join(lines) + "\n"
+
+
+# -- Graphviz DOT -----------------------------------------------------------------------
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _dot_items(block: Block, depth: int, lines: list[str]) -> None:
+    pad = _INDENT * depth
+    for item in block.items:
+        if isinstance(item, Fn):
+            label = "\\n".join(_dot_text(line) for line in _label_lines(item))
+            lines.append(f'{pad}{_node_id(item.path, "n")} [label="{label}"];')
+        else:
+            style = "dashed" if item.concurrent else "solid"
+            lines.append(f"{pad}subgraph cluster_{_node_id(item.path, 'b')} {{")
+            lines.append(f'{pad}{_INDENT}label="{_dot_text(_block_label(item))}";')
+            lines.append(f"{pad}{_INDENT}style={style};")
+            _dot_items(item, depth + 1, lines)
+            lines.append(f"{pad}}}")
+
+
+def to_dot(flow: DataFlow) -> str:
+    """The flow's structure as a Graphviz ``digraph`` (render it with
+    ``dot -Tsvg -o flow.svg``)."""
+    title = _title(flow)
+    lines = [f'digraph "{_dot_text(title or "DataFlow")}" {{']
+    if title is not None:
+        lines.append(f'{_INDENT}label="{_dot_text(title)}";')
+        lines.append(f"{_INDENT}labelloc=t;")
+    lines.append(f"{_INDENT}rankdir=TB;")
+    lines.append(f'{_INDENT}node [shape=box, style=rounded, fontname="Helvetica"];')
+    lines.append(f'{_INDENT}graph [fontname="Helvetica"];')
+    _dot_items(flow.plan, 1, lines)
+    for a, b in _all_edges(flow):
+        lines.append(f"{_INDENT}{_node_id(a.path, 'n')} -> {_node_id(b.path, 'n')};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

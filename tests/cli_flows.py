@@ -1,0 +1,129 @@
+"""Flows the CLI tests run through `python -m asyncdataflow` (imported as `cli_flows`)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from pathlib import Path
+from typing import Any
+
+from asyncdataflow import DataFlow, args_mapper, hookimpl, register_plugin
+
+
+async def hello(name: str, punctuation: str = "!") -> dict[str, Any]:
+    return {"greeting": f"hello {name}{punctuation}"}
+
+
+greet = DataFlow((hello,), name="greet")
+
+
+def make_greet() -> DataFlow:
+    """A zero-argument factory: `run cli_flows:make_greet` builds the flow, then runs it."""
+    return DataFlow((hello,), name="made")
+
+
+def needs_arguments(prefix: str) -> DataFlow:
+    return DataFlow((hello,))
+
+
+def returns_other() -> int:
+    return 42
+
+
+not_a_flow = 42
+
+
+async def echo(payload: Any) -> dict[str, Any]:
+    return {"payload": payload, "type": type(payload).__name__}
+
+
+echo_flow = DataFlow((echo,))
+
+
+async def stamp() -> dict[str, Any]:
+    return {"when": datetime.date(2024, 1, 2), "where": Path("/tmp")}
+
+
+stamped = DataFlow((stamp,))  # values JSON cannot hold: printed with str()
+
+
+async def explode(greeting: str) -> dict[str, Any]:
+    raise ValueError(f"cannot send {greeting!r}")
+
+
+failing = DataFlow((hello, explode))
+
+
+async def square(n: int) -> dict[str, Any]:
+    await asyncio.sleep(0.002 * (n % 5))  # finish out of order
+    if n % 7 == 3:
+        raise ValueError(f"n={n} is unlucky")
+    return {"n": n, "square": n * n}
+
+
+squares = DataFlow((square,), name="squares")
+
+
+async def slow_square(n: int) -> dict[str, Any]:
+    await asyncio.sleep(0.01)
+    return {"n": n, "square": n * n}
+
+
+slow_squares = DataFlow((slow_square,))
+
+
+class Ticker:
+    """One loop iteration: append `start` to `marker`, sleep `nap` seconds, append `end`.
+    Returns how many iterations finished; `aclose()` appends `closed`."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.marker: str | None = None
+
+    async def __call__(self, marker: str, nap: float = 1.0) -> dict[str, Any]:
+        self.marker = marker
+        with open(marker, "a") as f:
+            f.write("start\n")
+        await asyncio.sleep(float(nap))
+        self.done += 1
+        with open(marker, "a") as f:
+            f.write("end\n")
+        return {"done": self.done}
+
+    async def aclose(self) -> None:
+        if self.marker is not None:
+            with open(self.marker, "a") as f:
+                f.write("closed\n")
+
+
+ticker = DataFlow((Ticker(),), name="ticker")
+looping = DataFlow((hello,), infinity_loop=True, interval=0.05, name="looping")
+
+# graph: an args_mapper step with declared outputs, a partial and a nested named flow
+inner = DataFlow((hello, echo), name="inner")
+mapped = DataFlow(
+    (args_mapper(square, input={"n": "number"}, output={"square": "sq"}), (inner, stamp)),
+    name="mapped",
+)
+
+
+class Audit:
+    """A plugin registered globally when this module is imported."""
+
+    @hookimpl
+    def before_flow_run(self, flow: DataFlow) -> None:
+        pass
+
+    @hookimpl
+    def after_flow_run(self, flow: DataFlow) -> None:
+        pass
+
+
+class Tracer:
+    @hookimpl
+    def before_step_run(self) -> None:
+        pass
+
+
+register_plugin(Audit(), name="cli-audit")
+traced = DataFlow((hello,), plugins=[Tracer()], name="traced")
