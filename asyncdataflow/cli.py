@@ -245,9 +245,13 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             task.cancel()
 
-    handled = (signal.SIGINT, signal.SIGTERM)
-    for signum in handled:
-        loop.add_signal_handler(signum, on_signal, signum)
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C cancels as usual
+            pass
     code = 0
     try:
         try:

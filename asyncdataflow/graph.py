@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._compiler import Block, Fn
+from ._compiler import MAPPED_ATTR, Block, Fn
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -52,17 +52,16 @@ def _typed_dict_keys(hint: Any) -> tuple[str, ...] | None:
 def known_outputs(fn: Fn) -> tuple[str, ...] | None:
     """The keys ``fn`` returns, if the definition says: the names an ``args_mapper``
     declares with ``output=``, else the keys of a ``TypedDict`` its return annotation
-    names (``-> Answer`` or ``-> Answer | None``). ``None`` when unknown."""
+    names (``-> Answer`` or ``-> Answer | None``; through partials and an ``args_mapper``
+    that only renames inputs). ``None`` when unknown."""
     if fn.outputs is not None:
         return fn.outputs
     func: Any = fn.info.func
-    while isinstance(func, functools.partial):
-        func = func.func
-    target: Callable[..., Any] | None = func
+    while isinstance(func, functools.partial) or hasattr(func, MAPPED_ATTR):
+        func = func.func if isinstance(func, functools.partial) else getattr(func, MAPPED_ATTR)
+    target: Callable[..., Any] = func
     if not (inspect.isfunction(func) or inspect.ismethod(func)):
         target = type(func).__call__  # a callable object: its class's __call__
-    if target is None:
-        return None
     try:
         hint = typing.get_type_hints(target).get("return")
     except Exception:  # unresolvable forward references: the keys are simply unknown

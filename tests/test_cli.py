@@ -238,6 +238,21 @@ def test_run_loop_second_sigterm_cancels_the_iteration_promptly(tmp_path: Path) 
     assert lines(marker) == ["start", "closed"]  # cancelled mid-iteration, then closed
 
 
+def test_a_single_run_is_cancelled_by_sigint_then_closed_and_exits_130(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    proc = popen("run", "cli_flows:ticker", f"marker={marker}", "nap:=30")
+    try:
+        wait_for(lambda: lines(marker) == ["start"])
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT
+    assert out == ""
+    assert "SIGINT: run cancelled" in err
+    assert lines(marker) == ["start", "closed"]
+
+
 def test_run_loop_each_prints_every_iteration_and_sigint_stops(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     proc = popen("run", "cli_flows:ticker", "--loop", "--each", "--interval", "0.01",

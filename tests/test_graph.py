@@ -90,6 +90,7 @@ def test_outputs_come_from_args_mapper_and_typed_dict_annotations() -> None:
         args_mapper(add, input={"left": "a"}, output="total"),
         maybe,
         Lookup(),
+        args_mapper(functools.partial(split), input={"value": "v"}),
         first,
     ))
     text = to_mermaid(flow)
@@ -97,7 +98,8 @@ def test_outputs_come_from_args_mapper_and_typed_dict_annotations() -> None:
     assert 'n1["args_mapper(add)<br/>in: a, right, scale?<br/>out: total"]' in text
     assert 'n2["maybe<br/>in: left<br/>out: left, right"]' in text  # Pair | None
     assert 'n3["Lookup<br/>in: key<br/>out: left, right"]' in text
-    assert 'n4["first<br/>in: x"]' in text  # dict[str, int]: keys unknown, no out: line
+    assert 'n4["args_mapper(partial(split))<br/>in: v<br/>out: left, right"]' in text
+    assert 'n5["first<br/>in: x"]' in text  # dict[str, int]: keys unknown, no out: line
 
 
 def test_partial_bound_parameters_are_not_shown_and_no_params_means_no_in_line() -> None:
