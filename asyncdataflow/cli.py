@@ -111,6 +111,12 @@ def load_flow(target: str) -> DataFlow:
             raise UsageError(f"calling {target}() failed:\n{_format_exception(error)}") from None
         if isinstance(built, DataFlow):
             return built
+        if inspect.iscoroutine(built):
+            built.close()
+            raise UsageError(
+                f"{target} is an async function; point at a DataFlow or a plain def "
+                f"that returns one"
+            )
         raise UsageError(
             f"{target}() returned {type(built).__name__}, not a DataFlow; return the flow "
             f"from it, e.g. `def {attr.rsplit('.', 1)[-1]}(): return DataFlow((...))`"

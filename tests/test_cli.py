@@ -153,6 +153,7 @@ def test_run_imports_a_module_from_the_current_directory(tmp_path: Path) -> None
         (["run", "cli_flows:nope"], "has no attribute 'nope'; flows in it: echo_flow"),
         (["run", "cli_flows:not_a_flow"], "is int, not a DataFlow"),
         (["run", "cli_flows:returns_other"], "returned int, not a DataFlow"),
+        (["run", "broker_graph:main"], "is an async function"),
         (["run", "cli_flows:needs_arguments"], "is a callable that needs arguments"),
         (["run", "cli_flows.py:greet"], "name the module, not the file: cli_flows:ATTR"),
         (["run", "cli_flows:greet", "name"], "'name': expected key=value"),
