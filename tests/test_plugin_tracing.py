@@ -250,4 +250,5 @@ async def test_loop_iterations_are_separate_runs(
                     plugins=[TracingPlugin(provider)])
     await flow(x=0)
     runs = by_name(exporter.get_finished_spans(), "flow loop")
-    assert sorted(r.attributes["asyncdataflow.run.iteration"] for r in runs) == [1, 2]  # type: ignore[index]
+    iterations = [dict(r.attributes or {})["asyncdataflow.run.iteration"] for r in runs]
+    assert sorted(iterations) == [1, 2]  # type: ignore[type-var]
