@@ -39,7 +39,8 @@ def note(error: BaseException, info: StepInfo, flow_name: str) -> None:
 
 def retry_note(policy: Retry, error: BaseException, attempt: int) -> str:
     if not isinstance(error, policy.on):
-        names = ", ".join(t.__name__ for t in policy.on)
+        on = policy.on if isinstance(policy.on, tuple) else (policy.on,)
+        names = ", ".join(t.__name__ for t in on)
         return (
             f"asyncdataflow: not retried: {type(error).__name__} is not listed in "
             f"Retry(on=({names},)); {attempt} attempt(s) made"
@@ -188,7 +189,7 @@ class Hooks:
 class StepRunner:
     """The instrumented call of one step: hooks, limit, timeout, retries."""
 
-    __slots__ = ("_sems", "ctx", "executor", "flow", "fn", "hooks", "info")
+    __slots__ = ("_sems", "ctx", "executor", "flow", "fn", "hooks", "info", "plain_async")
 
     def __init__(self, flow: DataFlow, fn: Fn, hooks: Hooks, executor: Executor | None) -> None:
         self.flow = flow
@@ -199,6 +200,8 @@ class StepRunner:
         from concurrent.futures import ThreadPoolExecutor
 
         self.ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
+        info = fn.info
+        self.plain_async = info.is_async and info.limit is None and info.timeout is None
         # shared by every run of the flow, and kept across rebuilds of its plan
         self._sems = flow._semaphores.setdefault(fn.info.path, WeakKeyDictionary())
 
@@ -249,7 +252,10 @@ class StepRunner:
                 emit("before_step_run", flow=flow, run=run, step=info, attempt=attempt, input=data)
             started = time.perf_counter()
             try:
-                raw = await self._guarded(kw)
+                if self.plain_async:
+                    raw = await info.func(**kw)
+                else:
+                    raw = await self._guarded(kw)
             except BaseException as error:
                 duration = time.perf_counter() - started
                 if hooks.step_level:

@@ -51,7 +51,7 @@ class Retry:
     backoff: float = 0.1
     max_delay: float = 30.0
     jitter: bool = True
-    on: tuple[type[BaseException], ...] = (Exception,)
+    on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,)
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -105,7 +105,8 @@ def plugin_manager_for(plugins: Iterable[Any]) -> pluggy.PluginManager:
     for name, plugin in pm.list_name_plugin():
         own.register(plugin, name=name)
     for plugin in extra:
-        own.register(plugin)
+        if not own.is_registered(plugin):  # already global: registered once is enough
+            own.register(plugin)
     return own
 
 

@@ -64,3 +64,14 @@ async def test_per_flow_plugins_do_not_reach_other_flows():
     await mine(x=1)
     await other(x=1)
     assert plugin.steps == 2
+
+
+async def test_a_global_plugin_also_given_to_a_flow_is_called_once():
+    plugin = Counting()
+    register_plugin(plugin)
+    try:
+        flow = DataFlow((a, b), plugins=[plugin])
+        await flow(x=1)
+    finally:
+        unregister_plugin(plugin)
+    assert plugin.steps == 2

@@ -66,7 +66,7 @@ async def test_an_exception_not_listed_is_not_retried() -> None:
 async def test_a_subclass_of_a_listed_exception_is_retried() -> None:
     flaky = Flaky(1, error=ConnectionRefusedError)
     # a bare type is accepted (the annotation says tuple: /tmp/requests-plugins.md #2)
-    policy = Retry(attempts=2, backoff=0, on=ConnectionError)  # type: ignore[arg-type]
+    policy = Retry(attempts=2, backoff=0, on=ConnectionError)
     assert policy.on == (ConnectionError,)
     assert await DataFlow((step(flaky, retry=policy),))(x=1) == {"y": 2, "attempt": 2}
 
