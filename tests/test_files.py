@@ -6,14 +6,15 @@ import asyncio
 import inspect
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncdataflow.plugins import files
-from asyncdataflow.plugins.files import FilesArgumentError, PathOutsideBaseDirError
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
+from asyncdataflow.plugins import files
+from asyncdataflow.plugins.files import FilesArgumentError, PathOutsideBaseDirError
 
 UNICODE = 'héllo wörld ✓ 日本語 🐍 \u2028 line-sep "quoted", comma\nnew line'
 
@@ -549,3 +550,60 @@ async def test_aclose_is_harmless_and_the_step_works_after_it(tmp_path: Path) ->
     await step.aclose()
     await step(data="b", path=path)
     assert (tmp_path / "f.txt").read_text() == "ab"
+
+
+async def test_cleanup_finishes_even_when_cancelled_again_during_it(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"old")
+    payload = os.urandom(1 << 20) * 256
+    task = asyncio.create_task(files.writer(path, format="bytes")(data=payload))
+    while not (temp_files(tmp_path) and os.path.getsize(tmp_path / temp_files(tmp_path)[0])):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)  # the task is now in its clean-up
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(1000):  # the clean-up goes on in the background until it is done
+        if not temp_files(tmp_path):
+            break
+        await asyncio.sleep(0.001)
+    assert temp_files(tmp_path) == []
+    assert path.read_bytes() == b"old"
+
+
+async def test_json_append_writes_one_document_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    append = files.writer(path, format="json", mode="append")
+    await append(data={"a": 1})
+    await append(data=[2, 3])
+    assert (await files.reader(path, format="jsonl")())["data"] == [{"a": 1}, [2, 3]]
+
+
+async def test_with_base_dir_a_link_inside_is_followed_and_the_link_kept(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "real.txt").write_text("old")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
+    result = await files.writer(base_dir=tmp_path)(data="new", path="link.txt")
+    assert result == {"path": str(tmp_path / "real.txt")}
+    assert (tmp_path / "link.txt").is_symlink()
+    assert (tmp_path / "real.txt").read_text() == "new"
+
+
+def test_one_writer_appends_from_several_event_loops(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    append = files.writer(path, format="jsonl", mode="append")
+
+    async def run(thread: int) -> None:
+        await asyncio.gather(*(append(data={"t": thread, "n": n}) for n in range(100)))
+
+    threads = [threading.Thread(target=asyncio.run, args=(run(t),)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = path.read_text().splitlines()
+    assert sorted((r["t"], r["n"]) for r in map(json.loads, lines)) == [
+        (t, n) for t in range(4) for n in range(100)
+    ]

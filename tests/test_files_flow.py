@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncdataflow.plugins import files
 
 from asyncdataflow import DataFlow, args_mapper
+from asyncdataflow.plugins import files
 
 
 def shape(data: list[dict[str, Any]]) -> dict[str, Any]:
