@@ -607,3 +607,10 @@ def test_one_writer_appends_from_several_event_loops(tmp_path: Path) -> None:
     assert sorted((r["t"], r["n"]) for r in map(json.loads, lines)) == [
         (t, n) for t in range(4) for n in range(100)
     ]
+
+
+async def test_append_of_no_records_writes_nothing_and_creates_no_file(tmp_path: Path) -> None:
+    for fmt in ("jsonl", "csv", "text"):
+        path = tmp_path / f"empty.{fmt}"
+        await files.writer(path, format=fmt, mode="append")(data="" if fmt == "text" else [])
+        assert not path.exists()
