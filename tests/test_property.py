@@ -1,0 +1,412 @@
+"""Property test: the compiled executor agrees with a plain interpreter of the SPEC.
+
+Hypothesis draws random nested definitions (sequential/concurrent alternating, SPEC 1) of
+async, sync (thread) and inline-sync steps, written as plain functions, ``partial``s with a
+bound argument, or callable objects with a ``__signature__``. Each step has random
+parameters (required or with a default) over a small key alphabet, so routing both takes
+and passes over steps, and a fixed output rule (a dict whose values depend on the
+arguments it got, so a wrong argument shows in the result; sometimes ``None``, sometimes a
+non-dict, sometimes an exception). Each flow runs twice at once (different call
+arguments, one loop) and every run is compared with :class:`Model`, a direct recursive
+reading of SPEC 2-5: the result (or the kind of exception), the steps that ran and the
+arguments each one got, and, when an observer plugin is attached, the steps reported as
+not taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import event, given, note, settings
+from hypothesis import strategies as st
+
+import asyncdataflow
+from asyncdataflow import DataFlow, hookimpl
+from asyncdataflow.exceptions import (
+    DataFlowFunctionResultError,
+    DataFlowMergeResultError,
+    DataFlowRoutingError,
+)
+
+KEYS = "abcdef"
+VALUES = st.integers(0, 2)
+REQUIRED = inspect.Parameter.empty
+MAX_DEPTH = 4  # tuple nesting: seq > par > seq > par (whose branches are steps)
+FRAMEWORK_ERRORS = (DataFlowRoutingError, DataFlowMergeResultError, DataFlowFunctionResultError)
+
+
+class StepFailed(Exception):
+    """What a generated step raises when its rule says so."""
+
+
+# -- the generated definition --------------------------------------------------------
+
+
+@dataclass(eq=False)
+class StepSpec:
+    id: int
+    kind: str  # "async" | "sync" | "inline"
+    form: str  # "def" | "partial" | "object"
+    kwonly: bool
+    params: tuple[tuple[str, Any], ...]  # flow-side: (name, default or REQUIRED)
+    bound: tuple[tuple[str, int], ...]  # bound with functools.partial (never flow-fed)
+    outputs: tuple[tuple[str, int, str | None], ...]  # (key, constant, added argument)
+    ret: str  # "dict" | "none" | "raise" | "bad"
+    options: bool  # wrapped in asyncdataflow.step(..., timeout=...)
+
+    def output(self, args: dict[str, int]) -> dict[str, int]:
+        return {k: (c + (args[p] if p is not None else 0)) % 3 for k, c, p in self.outputs}
+
+
+@dataclass(eq=False)
+class Seq:
+    items: list[Any]
+
+
+@dataclass(eq=False)
+class Par:
+    branches: list[Any]
+
+
+def all_steps(node: Any) -> list[StepSpec]:
+    if isinstance(node, StepSpec):
+        return [node]
+    children = node.items if isinstance(node, Seq) else node.branches
+    return [s for child in children for s in all_steps(child)]
+
+
+# -- what the steps record ---------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    calls: list[tuple[int, tuple[tuple[str, int], ...]]] = field(default_factory=list)
+    on_loop: dict[int, bool] = field(default_factory=dict)
+    returned: list[tuple[dict[str, int], dict[str, int]]] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+RECORD: contextvars.ContextVar[Record] = contextvars.ContextVar("RECORD")
+
+
+def behave(spec: StepSpec, args: dict[str, int]) -> Any:
+    rec = RECORD.get()  # a sync step sees it only if the context reached its thread
+    rec.calls.append((spec.id, tuple(sorted(args.items()))))
+    rec.on_loop[spec.id] = threading.current_thread() is threading.main_thread()
+    if spec.ret == "raise":
+        raise StepFailed(spec.id)
+    if spec.ret == "bad":
+        return [spec.id]
+    if spec.ret == "none":
+        return None
+    out = spec.output(args)
+    rec.returned.append((out, dict(out)))
+    return out
+
+
+class SyncStep:
+    def __init__(self, spec: StepSpec, sig: inspect.Signature) -> None:
+        self.spec = spec
+        self.__signature__ = sig
+        self.__qualname__ = f"SyncStep{spec.id}"
+
+    def __call__(self, **kwargs: int) -> Any:
+        return behave(self.spec, kwargs)
+
+
+class AsyncStep(SyncStep):
+    async def __call__(self, **kwargs: int) -> Any:  # type: ignore[override]
+        return behave(self.spec, kwargs)
+
+
+def build_step(spec: StepSpec) -> Any:
+    """A real callable whose signature is the spec's; it calls :func:`behave`."""
+    if spec.form == "object":
+        kind = inspect.Parameter.KEYWORD_ONLY if spec.kwonly else (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD
+        )
+        ordered = sorted(spec.params, key=lambda p: p[1] is not REQUIRED)
+        sig = inspect.Signature([inspect.Parameter(n, kind, default=d) for n, d in ordered])
+        obj: Any = (AsyncStep if spec.kind == "async" else SyncStep)(spec, sig)
+        if spec.kind == "inline":
+            asyncdataflow.inline(obj)
+        func = obj
+    else:
+        required = [n for n, d in spec.params if d is REQUIRED] + [n for n, _ in spec.bound]
+        optional = [f"{n}={d}" for n, d in spec.params if d is not REQUIRED]
+        sig_src = ", ".join(required + optional)
+        if spec.kwonly and sig_src:
+            sig_src = "*, " + sig_src
+        names = [n for n, _ in spec.params] + [n for n, _ in spec.bound]
+        body = "{" + ", ".join(f"{n!r}: {n}" for n in names) + "}"
+        prefix = "async " if spec.kind == "async" else ""
+        src = f"{prefix}def step_{spec.id}({sig_src}):\n    return BEHAVE(SPEC, {body})\n"
+        ns: dict[str, Any] = {"BEHAVE": behave, "SPEC": spec}
+        exec(src, ns)
+        func = ns[f"step_{spec.id}"]
+        if spec.kind == "inline":
+            asyncdataflow.inline(func)
+        if spec.form == "partial":
+            func = functools.partial(func, **dict(spec.bound))
+    if spec.options:
+        func = asyncdataflow.step(func, name=f"step_{spec.id}", timeout=60)
+    return func
+
+
+def build_definition(node: Any, funcs: dict[int, Any]) -> Any:
+    if isinstance(node, StepSpec):
+        func = build_step(node)
+        funcs[node.id] = func
+        return func
+    children = node.items if isinstance(node, Seq) else node.branches
+    return tuple(build_definition(child, funcs) for child in children)
+
+
+class SkipObserver:
+    """Records the steps reported as not taken (and makes the flow use the hooked path)."""
+
+    def __init__(self, ids: dict[int, int]) -> None:
+        self.ids = ids  # id(StepInfo.func) -> spec id
+
+    @hookimpl
+    def before_step_run(self) -> None:
+        pass
+
+    @hookimpl
+    def on_step_skipped(self, step: Any) -> None:
+        RECORD.get().skipped.append(self.ids[id(step.func)])
+
+
+# -- the model -------------------------------------------------------------------------
+
+
+class ModelError(Exception):
+    """The run fails with one of ``outcomes`` (several when concurrent branches race)."""
+
+    def __init__(self, outcomes: set[Any]) -> None:
+        super().__init__(outcomes)
+        self.outcomes = outcomes
+
+
+class Model:
+    """SPEC 2-5 read literally, one item at a time, with no concurrency."""
+
+    def __init__(self, visibility: str, kwargs: dict[str, int]) -> None:
+        self.visibility = visibility
+        self.init = dict(kwargs)
+        self.calls: list[tuple[int, tuple[tuple[str, int], ...]]] = []
+
+    def run(self, root: Seq) -> dict[str, int]:
+        return self.seq(root, dict(self.init), root=True)
+
+    def taken(self, node: Any, d: dict[str, int]) -> bool:
+        if isinstance(node, StepSpec):  # SPEC 4: all required arguments present
+            return all(n in d for n, default in node.params if default is REQUIRED)
+        if isinstance(node, Seq):  # the first item is the guard
+            return self.taken(node.items[0], d)
+        return any(self.taken(b, d) for b in node.branches)  # any branch
+
+    def call(self, spec: StepSpec, d: dict[str, int]) -> dict[str, int]:
+        # SPEC 2: an argument takes the input's value when present, else its default
+        args = {n: d[n] for n, _ in spec.params if n in d}
+        args.update((n, dflt) for n, dflt in spec.params if n not in d and dflt is not REQUIRED)
+        args.update(spec.bound)  # SPEC 2: partial-bound values are never overridden
+        self.calls.append((spec.id, tuple(sorted(args.items()))))
+        if spec.ret == "raise":
+            raise ModelError({("step", spec.id)})
+        if spec.ret == "bad":
+            raise ModelError({DataFlowFunctionResultError})
+        if spec.ret == "none":
+            return {}
+        return spec.output(args)
+
+    @staticmethod
+    def merge(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
+        for key, value in right.items():
+            if key in left and left[key] != value:
+                raise ModelError({DataFlowMergeResultError})
+        return {**left, **right}
+
+    def combine(self, d: dict[str, int], r: dict[str, int]) -> dict[str, int]:
+        if self.visibility == "previous":
+            return r
+        if self.visibility == "initial":
+            return self.merge(self.init, r)
+        return self.merge(d, r)
+
+    def seq(self, block: Seq, d: dict[str, int], root: bool) -> dict[str, int]:
+        for i, item in enumerate(block.items):
+            if not self.taken(item, d):
+                assert root or i > 0, "a branch runs only when its guard is taken"
+                if i == 0 or isinstance(item, Par):
+                    raise ModelError({DataFlowRoutingError})
+                continue  # a later function step is passed over; d flows on
+            if isinstance(item, StepSpec):
+                d = self.combine(d, self.call(item, d))
+            else:
+                d = self.par(item, d)
+        return d
+
+    def par(self, block: Par, d: dict[str, int]) -> dict[str, int]:
+        outs: list[dict[str, int]] = []
+        errors: set[Any] = set()
+        for branch in block.branches:
+            if not self.taken(branch, d):
+                continue
+            try:
+                if isinstance(branch, StepSpec):
+                    outs.append(self.combine(d, self.call(branch, d)))
+                else:
+                    outs.append(self.seq(branch, d, root=False))
+            except ModelError as error:
+                # the first failure wins and cancels the others: any of them may be it
+                errors |= error.outcomes
+        if errors:
+            raise ModelError(errors)
+        out = outs[0]
+        for other in outs[1:]:
+            out = self.merge(out, other)
+        return out
+
+
+# -- the strategies ----------------------------------------------------------------------
+
+
+def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
+    counter[0] += 1
+    kind = draw(st.sampled_from(["async", "sync", "inline"]))
+    form = draw(st.sampled_from(["def", "def", "partial", "object"]))
+    names = draw(st.lists(st.sampled_from(KEYS), max_size=3, unique=True))
+    params = tuple((n, REQUIRED if draw(st.integers(0, 2)) else draw(VALUES)) for n in names)
+    bound: tuple[tuple[str, int], ...] = ()
+    if form == "partial":
+        free = [k for k in KEYS if k not in names]
+        bound = ((draw(st.sampled_from(free)), draw(VALUES)),)
+    arg_names = names + [n for n, _ in bound]
+    source = st.one_of(st.none(), st.sampled_from(arg_names)) if arg_names else st.none()
+    outputs = tuple(
+        draw(
+            st.lists(
+                st.tuples(st.sampled_from(KEYS), VALUES, source), max_size=4,
+                unique_by=lambda o: o[0],
+            )
+        )
+    )
+    roll = draw(st.integers(0, 99))
+    ret = "dict" if roll < 85 else "none" if roll < 93 else "raise" if roll < 97 else "bad"
+    return StepSpec(
+        id=counter[0], kind=kind, form=form, kwonly=draw(st.booleans()), params=params,
+        bound=bound, outputs=outputs, ret=ret, options=draw(st.integers(0, 9)) == 0,
+    )
+
+
+def draw_seq(draw: st.DrawFn, depth: int, counter: list[int]) -> Seq:
+    items: list[Any] = []
+    for _ in range(draw(st.integers(1, 4 if depth == 1 else 3))):
+        if depth < MAX_DEPTH and draw(st.integers(0, 2)) == 0:
+            items.append(draw_par(draw, depth + 1, counter))
+        else:
+            items.append(draw_step(draw, counter))
+    return Seq(items)
+
+
+def draw_par(draw: st.DrawFn, depth: int, counter: list[int]) -> Par:
+    branches: list[Any] = []
+    for _ in range(draw(st.integers(1, 3))):
+        if depth < MAX_DEPTH and draw(st.booleans()):
+            branches.append(draw_seq(draw, depth + 1, counter))
+        else:
+            branches.append(draw_step(draw, counter))
+    return Par(branches)
+
+
+@st.composite
+def flows(draw: st.DrawFn) -> tuple[Seq, str, bool, list[dict[str, int]]]:
+    root = draw_seq(draw, 1, [0])
+    visibility = draw(st.sampled_from(["previous", "initial", "all"]))
+    observed = draw(st.booleans())
+    calls = draw(
+        st.lists(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6), min_size=2,
+                 max_size=2)
+    )
+    return root, visibility, observed, calls
+
+
+# -- the test --------------------------------------------------------------------------
+
+
+def describe(outcomes: set[Any]) -> str:
+    return " or ".join(sorted(o.__name__ if isinstance(o, type) else o[0] for o in outcomes))
+
+
+def outcome_of(error: BaseException) -> Any:
+    if type(error) is StepFailed:
+        return ("step", error.args[0])
+    if type(error) in FRAMEWORK_ERRORS:
+        return type(error)
+    return error  # anything else never matches an expected outcome
+
+
+async def run_one(flow: DataFlow, kwargs: dict[str, int]) -> tuple[Any, Record]:
+    record = Record()
+    RECORD.set(record)  # this task's own context: concurrent runs never share it
+    try:
+        return await flow(**kwargs), record
+    except Exception as error:
+        return error, record
+
+
+async def run_all(flow: DataFlow, calls: list[dict[str, int]]) -> list[tuple[Any, Record]]:
+    return await asyncio.gather(*(run_one(flow, kw) for kw in calls))
+
+
+@settings(max_examples=500, deadline=None)
+@given(flows())
+def test_executor_agrees_with_the_model(case: tuple[Seq, str, bool, list[dict[str, int]]]) -> None:
+    root, visibility, observed, calls = case
+    specs = {s.id: s for s in all_steps(root)}
+    funcs: dict[int, Any] = {}
+    definition = build_definition(root, funcs)
+    plugins: list[Any] = []
+    if observed:
+        ids = {
+            id(f.func if isinstance(f, asyncdataflow.options.StepOptions) else f): i
+            for i, f in funcs.items()
+        }
+        plugins.append(SkipObserver(ids))
+    flow = DataFlow(definition, args_visibility=visibility, plugins=plugins)
+    note(f"definition: {definition!r}\nvisibility={visibility}\n{flow.source}")
+    outcomes = asyncio.run(run_all(flow, calls))
+
+    for kwargs, (got, record) in zip(calls, outcomes, strict=True):
+        model = Model(visibility, kwargs)
+        note(f"kwargs={kwargs} got={got!r} calls={record.calls}")
+        try:
+            expected = model.run(root)
+        except ModelError as error:
+            event(f"{visibility}: fails with {describe(error.outcomes)}")
+            assert isinstance(got, BaseException), f"expected one of {error.outcomes}"
+            assert outcome_of(got) in error.outcomes, (got, error.outcomes)
+            if isinstance(got, StepFailed):  # the same object, with a note naming it
+                assert any("step_" in n or "Step" in n for n in got.__notes__)
+            ran = set(record.calls)
+            assert ran <= set(model.calls), "a step ran that the model never reaches"
+        else:
+            event(f"{visibility}: result, {min(len(model.calls), 6)}+ steps ran")
+            assert not isinstance(got, BaseException), f"raised {got!r}, expected {expected}"
+            assert got == expected
+            assert sorted(record.calls) == sorted(model.calls)
+            if observed:  # SPEC 4: every step that was not taken is reported, once
+                ran_ids = {i for i, _ in record.calls}
+                assert sorted(record.skipped) == sorted(set(specs) - ran_ids)
+        assert len({i for i, _ in record.calls}) == len(record.calls), "a step ran twice"
+        for step_id, on_loop in record.on_loop.items():  # SPEC 6: sync steps off the loop
+            assert on_loop == (specs[step_id].kind != "sync"), specs[step_id]
+        for returned, snapshot in record.returned:  # SPEC 2: returned dicts untouched
+            assert returned == snapshot
