@@ -1,16 +1,16 @@
 """Property test: the compiled executor agrees with a plain interpreter of the SPEC.
 
 Hypothesis draws random nested definitions (sequential/concurrent alternating, SPEC 1) of
-async, sync (thread) and inline-sync steps, written as plain functions, ``partial``s with a
-bound argument, or callable objects with a ``__signature__``. Each step has random
-parameters (required or with a default) over a small key alphabet, so routing both takes
-and passes over steps, and a fixed output rule (a dict whose values depend on the
-arguments it got, so a wrong argument shows in the result; sometimes ``None``, sometimes a
-non-dict, sometimes an exception). Each flow runs twice at once (different call
-arguments, one loop) and every run is compared with :class:`Model`, a direct recursive
-reading of SPEC 2-5: the result (or the kind of exception), the steps that ran and the
-arguments each one got, and, when an observer plugin is attached, the steps reported as
-not taken.
+async, sync (thread) and inline-sync steps, written as plain functions, ``partial``s with
+a bound argument, ``args_mapper`` wrappers that rename parameters, or callable objects
+with a ``__signature__``. Each step has random parameters (required or with a default)
+over a small key alphabet, so routing both takes and passes over steps, and a fixed output
+rule (a dict whose values depend on the arguments it got, so a wrong argument shows in the
+result; sometimes ``None``, sometimes a non-dict, sometimes an exception). Each flow runs
+twice at once (different call arguments, one loop) and every run is compared with
+:class:`Model`, a direct recursive reading of SPEC 2-5: the result (or the kind of
+exception), the steps that ran and the arguments each one got, and, when an observer
+plugin is attached, the steps reported as not taken.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class StepFailed(Exception):
 class StepSpec:
     id: int
     kind: str  # "async" | "sync" | "inline"
-    form: str  # "def" | "partial" | "object"
+    form: str  # "def" | "partial" | "mapper" (args_mapper input renaming) | "object"
     kwonly: bool
     params: tuple[tuple[str, Any], ...]  # flow-side: (name, default or REQUIRED)
     bound: tuple[tuple[str, int], ...]  # bound with functools.partial (never flow-fed)
@@ -138,13 +138,15 @@ def build_step(spec: StepSpec) -> Any:
             asyncdataflow.inline(obj)
         func = obj
     else:
-        required = [n for n, d in spec.params if d is REQUIRED] + [n for n, _ in spec.bound]
-        optional = [f"{n}={d}" for n, d in spec.params if d is not REQUIRED]
+        # with args_mapper, the function's own parameter names differ from the flow's
+        own = (lambda n: f"own_{n}") if spec.form == "mapper" else (lambda n: n)
+        required = [own(n) for n, d in spec.params if d is REQUIRED] + [n for n, _ in spec.bound]
+        optional = [f"{own(n)}={d}" for n, d in spec.params if d is not REQUIRED]
         sig_src = ", ".join(required + optional)
         if spec.kwonly and sig_src:
             sig_src = "*, " + sig_src
         names = [n for n, _ in spec.params] + [n for n, _ in spec.bound]
-        body = "{" + ", ".join(f"{n!r}: {n}" for n in names) + "}"
+        body = "{" + ", ".join(f"{n!r}: {own(n)}" for n in names) + "}"
         prefix = "async " if spec.kind == "async" else ""
         src = f"{prefix}def step_{spec.id}({sig_src}):\n    return BEHAVE(SPEC, {body})\n"
         ns: dict[str, Any] = {"BEHAVE": behave, "SPEC": spec}
@@ -154,6 +156,8 @@ def build_step(spec: StepSpec) -> Any:
             asyncdataflow.inline(func)
         if spec.form == "partial":
             func = functools.partial(func, **dict(spec.bound))
+        if spec.form == "mapper":
+            func = asyncdataflow.args_mapper(func, input={own(n): n for n, _ in spec.params})
     if spec.options:
         func = asyncdataflow.step(func, name=f"step_{spec.id}", timeout=60)
     return func
@@ -281,7 +285,7 @@ class Model:
 def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
     counter[0] += 1
     kind = draw(st.sampled_from(["async", "sync", "inline"]))
-    form = draw(st.sampled_from(["def", "def", "partial", "object"]))
+    form = draw(st.sampled_from(["def", "def", "partial", "mapper", "object"]))
     names = draw(st.lists(st.sampled_from(KEYS), max_size=3, unique=True))
     params = tuple((n, REQUIRED if draw(st.integers(0, 2)) else draw(VALUES)) for n in names)
     bound: tuple[tuple[str, int], ...] = ()
