@@ -1,0 +1,242 @@
+"""What every MySQL step shares: the connection URL, identifier checks, named
+placeholders, and one aiomysql pool per step object and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import keyword
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+try:
+    import aiomysql  # type: ignore[import-untyped]
+    import pymysql  # type: ignore[import-untyped]
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'asyncdataflow.plugins.mysql needs aiomysql and PyMySQL: '
+        'pip install "asyncdataflow[mysql]"'
+    ) from error
+
+from asyncdataflow.exceptions import DataFlowDefinitionError
+
+#: A name MySQL could take unquoted, and nothing else: it is then backtick-quoted.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}")
+
+# ``%%`` (a literal percent), ``%(name)s`` (a named placeholder) or a bare ``%s``.
+_PLACEHOLDER = re.compile(r"%%|%\(([^)]*)\)s|%s")
+
+_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql")
+# URL query options: name -> converter. Anything else is refused.
+_URL_OPTIONS: dict[str, type] = {
+    "charset": str,
+    "minsize": int,
+    "maxsize": int,
+    "pool_recycle": float,
+    "connect_timeout": float,
+}
+
+
+def check_identifier(step: str, what: str, name: object) -> str:
+    """``name`` quoted with backticks, or ``ValueError`` if it is not a plain name."""
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"{step}: {what} {name!r} is not an identifier this step accepts; use letters, "
+            "digits, '_' or '$' (not starting with a digit, at most 64 characters)"
+        )
+    return f"`{name}`"
+
+
+def quote_table(step: str, table: object) -> str:
+    """``table`` or ``schema.table`` checked and quoted; raises ``DataFlowDefinitionError``."""
+    if not isinstance(table, str):
+        raise DataFlowDefinitionError(f"{step}: table must be a str, not {type(table).__name__}")
+    parts = table.split(".")
+    if len(parts) > 2:
+        raise DataFlowDefinitionError(
+            f"{step}: table {table!r} has more than one '.'; write 'table' or 'schema.table'"
+        )
+    try:
+        return ".".join(check_identifier(step, "table name part", part) for part in parts)
+    except ValueError as error:
+        raise DataFlowDefinitionError(str(error)) from None
+
+
+def placeholders(step: str, statement: object) -> tuple[str, ...]:
+    """The named placeholders of ``statement`` in first-seen order.
+
+    Raises ``DataFlowDefinitionError`` for a statement that is not a str, a positional
+    ``%s`` (a flow passes values by name) or a name that cannot be a parameter.
+    """
+    if not isinstance(statement, str) or not statement.strip():
+        raise DataFlowDefinitionError(f"{step}: the statement must be a non-empty str")
+    names: dict[str, None] = {}
+    for match in _PLACEHOLDER.finditer(statement):
+        token = match.group(0)
+        if token == "%%":
+            continue
+        if token == "%s":
+            raise DataFlowDefinitionError(
+                f"{step}: positional placeholder %s in {statement!r}; name every value, "
+                "e.g. %(last_id)s, so the flow can pass it by name (write %% for a literal %)"
+            )
+        name = match.group(1)
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise DataFlowDefinitionError(
+                f"{step}: placeholder %({name})s is not a Python identifier; rename it"
+            )
+        names[name] = None
+    return tuple(names)
+
+
+def short(text: str, limit: int = 80) -> str:
+    """One line, at most ``limit`` characters, for display names."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_url(step: str, url: str) -> tuple[dict[str, Any], str]:
+    """aiomysql ``create_pool`` keyword arguments from ``url``, and the URL without its
+    password for display. Raises ``DataFlowDefinitionError``; never shows the password."""
+    if not isinstance(url, str):
+        raise DataFlowDefinitionError(f"{step}: url must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 3306
+    except ValueError:
+        raise DataFlowDefinitionError(
+            f"{step}: url is not of the form mysql://user:password@host:3306/db"
+        ) from None
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise DataFlowDefinitionError(
+            f"{step}: url must look like mysql://user:password@host:3306/db?charset=utf8mb4 "
+            f"(scheme one of {', '.join(_SCHEMES)})"
+        )
+    kwargs: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": port,
+        "user": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else "",
+        "db": unquote(parts.path.lstrip("/")) or None,
+        "charset": "utf8mb4",
+        "autocommit": False,
+    }
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        convert = _URL_OPTIONS.get(name)
+        if convert is None:
+            raise DataFlowDefinitionError(
+                f"{step}: unknown url option {name!r}; known: {', '.join(_URL_OPTIONS)} "
+                "(for anything else create an aiomysql pool yourself and pass pool=)"
+            )
+        try:
+            kwargs[name] = convert(value)
+        except ValueError:
+            raise DataFlowDefinitionError(
+                f"{step}: url option {name}={value!r} is not a valid {convert.__name__}"
+            ) from None
+    user = f"{kwargs['user']}@" if kwargs["user"] else ""
+    db = f"/{kwargs['db']}" if kwargs["db"] else ""
+    return kwargs, f"{parts.scheme}://{user}{parts.hostname}:{port}{db}"
+
+
+def _is_server_error(error: BaseException) -> bool:
+    """An error the server reported with an error packet: the connection is still in
+    step with the server and can be rolled back and reused. Client errors (2000-2999:
+    lost connection, server gone away) and anything else mean it cannot."""
+    if not isinstance(error, pymysql.err.MySQLError) or not error.args:
+        return False
+    code = error.args[0]
+    return isinstance(code, int) and code > 0 and not 2000 <= code < 3000
+
+
+class MySQLStep:
+    """Base of the MySQL steps: owns one pool per event loop unless given a pool."""
+
+    _kind = "mysql"
+
+    def __init__(self, step: str, url: str | None, pool: Any) -> None:
+        if (url is None) == (pool is None):
+            raise DataFlowDefinitionError(
+                f"{step}: give exactly one of url='mysql://user:password@host:3306/db' "
+                "or pool=<an aiomysql pool>"
+            )
+        self.__qualname__ = step
+        self._pool_kwargs: dict[str, Any] | None = None
+        self._where = "pool"
+        if url is not None:
+            self._pool_kwargs, self._where = parse_url(step, url)
+        self._user_pool = pool
+        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"<{self.__qualname__} on {self._where}>"
+
+    async def _pool(self) -> Any:
+        if self._user_pool is not None:
+            return self._user_pool
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
+        lock = self._locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                for other in [other for other in self._pools if other.is_closed()]:
+                    del self._pools[other]
+                    self._locks.pop(other, None)
+                pool = await aiomysql.create_pool(**(self._pool_kwargs or {}))
+                self._pools[loop] = pool
+        return pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection from the pool, given back healthy or not at all.
+
+        On a server error the transaction is rolled back and the connection reused; on
+        anything else (lost connection, cancellation, a failed rollback) it is closed
+        before it goes back, so the pool never hands out a broken connection.
+        """
+        pool = await self._pool()
+        conn = await pool.acquire()
+        try:
+            yield conn
+        except BaseException as error:
+            healthy = False
+            if isinstance(error, Exception) and _is_server_error(error) and not conn.closed:
+                try:
+                    await conn.rollback()
+                    healthy = True
+                except Exception:
+                    healthy = False
+            if not healthy:
+                conn.close()
+            raise
+        finally:
+            closed = conn.closed
+            await pool.release(conn)
+            if closed:
+                # aiomysql's release() of a closed connection frees its slot without
+                # waking a task waiting for one (maxsize reached); wake it here.
+                wakeup = getattr(pool, "_wakeup", None)
+                if wakeup is not None:
+                    await wakeup()
+
+    async def aclose(self) -> None:
+        """Close the pool this step created in the running loop (a pool given with
+        ``pool=`` is left open). The step may be used again afterwards."""
+        if self._user_pool is not None:
+            return
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        self._locks.pop(loop, None)
+        for other in [other for other in self._pools if other.is_closed()]:
+            del self._pools[other]
+            self._locks.pop(other, None)
+        if pool is not None:
+            await pool.clear()  # free connections say goodbye (COM_QUIT) before closing
+            pool.close()
+            await pool.wait_closed()

@@ -1,0 +1,289 @@
+"""The three MySQL steps: reader (a query's rows), writer (rows into a table) and
+execute (any other statement)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
+
+import aiomysql  # type: ignore[import-untyped]
+
+from asyncdataflow.exceptions import DataFlowDefinitionError
+
+from ._common import MySQLStep, check_identifier, placeholders, quote_table, short
+
+Mode = Literal["insert", "ignore", "upsert", "replace"]
+MODES: tuple[str, ...] = ("insert", "ignore", "upsert", "replace")
+
+_KEY_COLUMNS = (
+    "SELECT DISTINCT COLUMN_NAME FROM information_schema.STATISTICS "
+    "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s AND NON_UNIQUE = 0"
+)
+
+
+def _signature(names: Iterable[str]) -> inspect.Signature:
+    return inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in names]
+    )
+
+
+class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]
+    """A cursor that does not turn server warnings into Python warnings: for
+    ``INSERT IGNORE`` every skipped row is a warning, and skipping is what was asked."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+class _StatementStep(MySQLStep):
+    """A statement whose named placeholders are the step's parameters."""
+
+    def __init__(self, kind: str, statement: str, url: str | None, pool: Any) -> None:
+        name = f"mysql.{kind}({short(statement)})"
+        self._names = placeholders(name, statement)
+        super().__init__(name, url, pool)
+        self._statement = statement
+        self.__qualname__ = name
+        self.__signature__ = _signature(self._names)
+
+    def _args(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        missing = [name for name in self._names if name not in kwargs]
+        if missing:
+            raise TypeError(f"{self.__qualname__}: missing value for {', '.join(missing)}")
+        return {name: kwargs[name] for name in self._names} if self._names else None
+
+
+class Reader(_StatementStep):
+    """The step :func:`reader` returns."""
+
+    def __init__(self, query: str, url: str | None, pool: Any) -> None:
+        super().__init__("reader", query, url, pool)
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        args = self._args(kwargs)
+        async with self.connection() as conn:
+            async with conn.cursor(aiomysql.DictCursor) as cur:
+                await cur.execute(self._statement, args)
+                rows = await cur.fetchall()
+            if not conn.get_autocommit():  # end the transaction a read opens, too
+                await conn.commit()
+        return {"rows": rows if isinstance(rows, list) else list(rows)}
+
+
+class Execute(_StatementStep):
+    """The step :func:`execute` returns."""
+
+    def __init__(self, statement: str, url: str | None, pool: Any) -> None:
+        super().__init__("execute", statement, url, pool)
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        args = self._args(kwargs)
+        async with self.connection() as conn:
+            async with conn.cursor() as cur:
+                rowcount = await cur.execute(self._statement, args)
+            if not conn.get_autocommit():  # end the transaction a read opens, too
+                await conn.commit()
+        return {"rowcount": rowcount}
+
+
+class Writer(MySQLStep):
+    """The step :func:`writer` returns."""
+
+    def __init__(
+        self,
+        table: str,
+        url: str | None,
+        pool: Any,
+        columns: Sequence[str] | None,
+        mode: str,
+        batch_size: int,
+    ) -> None:
+        name = f"mysql.writer({table if isinstance(table, str) else '?'}, mode={mode})"
+        self._table = quote_table(name, table)
+        self._schema, _, self._table_name = table.rpartition(".")
+        if mode not in MODES:
+            raise DataFlowDefinitionError(
+                f"{name}: mode must be one of {', '.join(repr(m) for m in MODES)}, not {mode!r}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataFlowDefinitionError(f"{name}: batch_size must be an int >= 1")
+        self._columns: tuple[str, ...] | None = None
+        if columns is not None:
+            if isinstance(columns, str) or not isinstance(columns, Iterable):
+                raise DataFlowDefinitionError(
+                    f"{name}: columns must be a list of column names, e.g. ['id', 'name']"
+                )
+            self._columns = tuple(columns)
+            if not self._columns or len(set(self._columns)) != len(self._columns):
+                raise DataFlowDefinitionError(
+                    f"{name}: columns must name at least one column, each once"
+                )
+            try:
+                for column in self._columns:
+                    check_identifier(name, "column", column)
+            except ValueError as error:
+                raise DataFlowDefinitionError(str(error)) from None
+        super().__init__(name, url, pool)
+        self._mode = mode
+        self._batch_size = batch_size
+        self._statements: dict[tuple[str, ...], str] = {}
+        self._key_columns: frozenset[str] | None = None
+        self.__qualname__ = name
+        self.__signature__ = _signature(["rows"])
+
+    def _tuples(self, rows: Any) -> tuple[tuple[str, ...], Sequence[Sequence[Any]]]:
+        """The column names and the rows as sequences of values; ``ValueError`` for rows
+        this step cannot write, before any I/O."""
+        name = self.__qualname__
+        if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+            raise ValueError(
+                f"{name}: rows must be a list of dicts (or of tuples with columns=...), "
+                f"not {type(rows).__name__}"
+            )
+        if not isinstance(rows, list | tuple):
+            rows = list(rows)
+        if not rows:
+            return (), rows
+        first = rows[0]
+        if isinstance(first, Mapping):
+            columns = self._columns or tuple(first)
+            if not columns:
+                raise ValueError(f"{name}: rows[0] is an empty dict; there is nothing to write")
+            if self._columns is None:
+                keys = first.keys()
+                for index, row in enumerate(rows):
+                    if not isinstance(row, Mapping) or row.keys() != keys:
+                        raise ValueError(self._differs(index, row, columns))
+            else:
+                wanted = set(columns)
+                for index, row in enumerate(rows):
+                    if not isinstance(row, Mapping) or not wanted <= row.keys():
+                        raise ValueError(self._differs(index, row, columns))
+            for column in columns:
+                check_identifier(name, "column", column)
+            get = itemgetter(*columns)
+            if len(columns) == 1:
+                return columns, [(get(row),) for row in rows]
+            return columns, [get(row) for row in rows]
+        if self._columns is None:
+            raise ValueError(
+                f"{name}: rows[0] is a {type(first).__name__}, not a dict; for rows of "
+                "tuples give the column names: writer(..., columns=['id', 'name'])"
+            )
+        width = len(self._columns)
+        for index, row in enumerate(rows):
+            if isinstance(row, str | bytes | Mapping) or not isinstance(row, Sequence):
+                raise ValueError(
+                    f"{name}: rows[{index}] is a {type(row).__name__}; every row must be a "
+                    f"tuple of {width} values (columns={list(self._columns)})"
+                )
+            if len(row) != width:
+                raise ValueError(
+                    f"{name}: rows[{index}] has {len(row)} values, columns= names {width}: "
+                    f"{list(self._columns)}"
+                )
+        return self._columns, rows
+
+    def _differs(self, index: int, row: Any, columns: Sequence[str]) -> str:
+        if not isinstance(row, Mapping):
+            return (
+                f"{self.__qualname__}: rows[{index}] is a {type(row).__name__}, but rows[0] is "
+                "a dict; give rows of one kind"
+            )
+        if self._columns is not None:
+            missing = sorted(set(columns) - row.keys())
+            return (
+                f"{self.__qualname__}: rows[{index}] lacks column(s) {missing} named in "
+                f"columns={list(columns)}"
+            )
+        return (
+            f"{self.__qualname__}: rows[{index}] has keys {sorted(row)} but rows[0] has "
+            f"{sorted(columns)}; every row must have the same keys (give missing values "
+            "as None)"
+        )
+
+    async def _keys(self, conn: Any) -> frozenset[str]:
+        """The table's columns that belong to a primary or unique key (lower case)."""
+        if self._key_columns is not None:
+            return self._key_columns
+        async with conn.cursor() as cur:
+            await cur.execute(_KEY_COLUMNS, (self._schema or None, self._table_name))
+            found = frozenset(str(row[0]).lower() for row in await cur.fetchall())
+        if found:  # a table without keys is looked up again: it may get one later
+            self._key_columns = found
+        return found
+
+    def _statement(self, columns: tuple[str, ...], keys: frozenset[str]) -> str:
+        statement = self._statements.get(columns)
+        if statement is not None:
+            return statement
+        quoted = [f"`{column}`" for column in columns]
+        verb = {"insert": "INSERT", "ignore": "INSERT IGNORE", "upsert": "INSERT",
+                "replace": "REPLACE"}[self._mode]
+        # The shape aiomysql's executemany() rewrites into multi-row INSERTs:
+        # "<INSERT|REPLACE> ... VALUES (%s, ...)" optionally followed by "ON DUPLICATE ...".
+        statement = (
+            f"{verb} INTO {self._table} ({', '.join(quoted)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))})"
+        )
+        if self._mode == "upsert":
+            update = [q for c, q in zip(columns, quoted, strict=True) if c.lower() not in keys]
+            # VALUES(col) (no space before the parenthesis, so aiomysql's pattern still
+            # finds the one VALUES list) is the row being inserted; MariaDB 10.11 has no
+            # "AS new" row alias. With only key columns given, a no-op keeps the old row.
+            assignments = [f"{q}=VALUES({q})" for q in update] or [f"{quoted[0]}={quoted[0]}"]
+            statement += " ON DUPLICATE KEY UPDATE " + ", ".join(assignments)
+            if self._key_columns is None:  # keys not known for sure: do not cache
+                return statement
+        self._statements[columns] = statement
+        return statement
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        if "rows" not in kwargs:
+            raise TypeError(f"{self.__qualname__}: missing value for rows")
+        columns, values = self._tuples(kwargs["rows"])
+        if not values:
+            return {"rowcount": 0}
+        size = self._batch_size
+        cursor = _QuietCursor if self._mode == "ignore" else aiomysql.Cursor
+        rowcount = 0
+        async with self.connection() as conn:
+            keys = await self._keys(conn) if self._mode == "upsert" else frozenset()
+            statement = self._statement(columns, keys)
+            await conn.begin()
+            async with conn.cursor(cursor) as cur:
+                for start in range(0, len(values), size):
+                    rowcount += await cur.executemany(statement, values[start : start + size])
+            await conn.commit()
+        return {"rowcount": rowcount}
+
+
+def reader(query: str, *, url: str | None = None, pool: Any = None) -> Reader:
+    """A step that runs ``query`` and returns ``{"rows": [dict, ...]}``.
+
+    The query's named placeholders (``%(last_id)s``) are the step's parameters; their
+    values are always sent as parameters, never formatted into the text.
+    """
+    return Reader(query, url, pool)
+
+
+def writer(
+    table: str,
+    *,
+    url: str | None = None,
+    pool: Any = None,
+    columns: Sequence[str] | None = None,
+    mode: Mode = "insert",
+    batch_size: int = 1000,
+) -> Writer:
+    """A step taking ``rows`` (dicts, or tuples in the order of ``columns``) that writes
+    them into ``table`` in one transaction and returns ``{"rowcount": n}``."""
+    return Writer(table, url, pool, columns, mode, batch_size)
+
+
+def execute(statement: str, *, url: str | None = None, pool: Any = None) -> Execute:
+    """A step that runs any other statement (DDL, DELETE, UPDATE, ...) and returns
+    ``{"rowcount": n}``; its named placeholders are the step's parameters."""
+    return Execute(statement, url, pool)
