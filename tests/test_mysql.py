@@ -18,7 +18,7 @@ from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.plugins import mysql
 
 try:
-    from _mysql_server import (  # noqa: F401
+    from _mysql_server import (
         NOWHERE,
         Tables,
         connections_of,
@@ -117,7 +117,7 @@ def test_the_password_is_in_no_name():
     ["orders; DROP TABLE x", "a.b.c", "`x`", "1abc", "x" * 65, "or ders", "t-1", "", "s.", 7],
 )
 def test_table_names_that_are_not_plain_identifiers_are_refused(table):
-    with pytest.raises(DataFlowDefinitionError, match="mysql.writer"):
+    with pytest.raises(DataFlowDefinitionError, match=r"mysql\.writer"):
         mysql.writer(table, url=NOWHERE)
 
 
@@ -130,7 +130,7 @@ def test_schema_dot_table_is_accepted_and_quoted():
     "columns", [["id", "name`; DROP TABLE t; --"], ["id", "id"], [], "id", ["a b"], [None]]
 )
 def test_bad_columns_are_refused_when_built(columns):
-    with pytest.raises(DataFlowDefinitionError, match="columns|column"):
+    with pytest.raises(DataFlowDefinitionError, match="column"):
         mysql.writer("t", url=NOWHERE, columns=columns)
 
 
@@ -224,7 +224,9 @@ async def test_values_of_every_kind_round_trip(tables: Tables):
         assert await write(rows=TYPED_ROWS) == {"rowcount": 3}
         assert await read(first=1) == {"rows": TYPED_ROWS}
         got = (await read(first=3))["rows"][0]
-        assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in TYPED_ROWS[2].items()}
+        assert {k: type(v) for k, v in got.items()} == {
+            k: type(v) for k, v in TYPED_ROWS[2].items()
+        }
     finally:
         await write.aclose()
         await read.aclose()

@@ -141,6 +141,11 @@ def parse_url(step: str, url: str) -> tuple[dict[str, Any], str]:
     return kwargs, f"{parts.scheme}://{user}{parts.hostname}:{port}{db}"
 
 
+# Server errors after which the server closes the connection: shutdown in progress,
+# connection killed (MariaDB), client idle too long (MySQL 8).
+_CONNECTION_ENDED = frozenset({1053, 1927, 4031})
+
+
 def _is_server_error(error: BaseException) -> bool:
     """An error the server reported with an error packet: the connection is still in
     step with the server and can be rolled back and reused. Client errors (2000-2999:
@@ -148,7 +153,9 @@ def _is_server_error(error: BaseException) -> bool:
     if not isinstance(error, pymysql.err.MySQLError) or not error.args:
         return False
     code = error.args[0]
-    return isinstance(code, int) and code > 0 and not 2000 <= code < 3000
+    if not isinstance(code, int) or code <= 0 or 2000 <= code < 3000:
+        return False
+    return code not in _CONNECTION_ENDED
 
 
 class MySQLStep:
