@@ -153,9 +153,12 @@ class Writer(MySQLStep):
                 raise ValueError(f"{name}: rows[0] is an empty dict; there is nothing to write")
             if self._columns is None:
                 keys = first.keys()
-                for index, row in enumerate(rows):
-                    if not isinstance(row, Mapping) or row.keys() != keys:
-                        raise ValueError(self._differs(index, row, columns))
+                if not (
+                    set(map(type, rows)) == {dict} and all(row.keys() == keys for row in rows)
+                ):
+                    for index, row in enumerate(rows):
+                        if not isinstance(row, Mapping) or row.keys() != keys:
+                            raise ValueError(self._differs(index, row, columns))
             else:
                 wanted = set(columns)
                 for index, row in enumerate(rows):
@@ -173,6 +176,9 @@ class Writer(MySQLStep):
                 "tuples give the column names: writer(..., columns=['id', 'name'])"
             )
         width = len(self._columns)
+        # fast path, at C speed: every row a tuple or list of the right width
+        if set(map(type, rows)) <= {tuple, list} and set(map(len, rows)) == {width}:
+            return self._columns, rows
         for index, row in enumerate(rows):
             if isinstance(row, str | bytes | Mapping) or not isinstance(row, Sequence):
                 raise ValueError(
