@@ -539,3 +539,14 @@ async def test_a_wrong_password_propagates_the_server_error_without_the_password
     text = "\n".join([str(caught.value), repr(caught.value), *getattr(caught.value, "__notes__",
                                                                       [])])
     assert "s3cr3t-pw" not in text
+
+
+async def test_a_reader_commits_so_insert_returning_works(tables: Tables):
+    table = tables.create("id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20)")
+    step = mysql.reader(f"INSERT INTO `{table}` (v) VALUES (%(v)s) RETURNING id, v",
+                        url=tables.url)
+    try:
+        assert await step(v="x") == {"rows": [{"id": 1, "v": "x"}]}
+        assert sql(f"SELECT id, v FROM `{table}`") == [(1, "x")]
+    finally:
+        await step.aclose()
