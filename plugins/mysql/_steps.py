@@ -8,11 +8,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
-import aiomysql  # type: ignore[import-untyped]
-
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
-from ._common import MySQLStep, check_identifier, placeholders, quote_table, short
+# aiomysql comes through _common, which says how to install it when it is missing
+from ._common import MySQLStep, aiomysql, check_identifier, placeholders, quote_table, short
 
 Mode = Literal["insert", "ignore", "upsert", "replace"]
 MODES: tuple[str, ...] = ("insert", "ignore", "upsert", "replace")
