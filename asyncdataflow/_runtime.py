@@ -9,7 +9,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -133,15 +133,22 @@ async def gather_branches(coros: list[Coroutine[Any, Any, Data]]) -> list[Data]:
     try:
         return await asyncio.gather(*tasks)
     except BaseException:
-        for t in tasks:
-            t.cancel()
-        pending = [t for t in tasks if not t.done()]
-        if pending:
-            await asyncio.wait(pending)
-        for t in tasks:
-            if not t.cancelled():
-                t.exception()
+        await cancel_and_wait(tasks)
         raise
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks, wait until every one has finished, and mark their exceptions
+    retrieved (the caller raises the one that matters)."""
+    tasks = list(tasks)
+    for t in tasks:
+        t.cancel()
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        await asyncio.wait(pending)
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()
 
 
 class Hooks:

@@ -128,33 +128,45 @@ class DataFlow:
             return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
         return self._entry(kwargs)
 
-    async def _observed(self, kwargs: Result, run: RunInfo | None = None) -> Result:
+    async def _observed(
+        self, kwargs: Result, run: RunInfo | None = None, hook: str = "after_flow_run"
+    ) -> Result:
+        """One run with its hooks: ``before_flow_run``, the body, ``after_flow_run`` (and,
+        for a loop iteration, ``after_loop_iteration`` too)."""
         hooks = self._hooks
         if run is None:
             run = RunInfo(kwargs)
         hooks.emit("before_flow_run", flow=self, run=run, kwargs=kwargs)
         started = time.perf_counter()
+        result: Result | None = None
+        error: BaseException | None = None
         try:
-            result: Result = await self._body(kwargs, run, kwargs)
-        except BaseException as error:
+            result = await self._body(kwargs, run, kwargs)
+            return result
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            duration = time.perf_counter() - started
             hooks.emit(
                 "after_flow_run",
                 flow=self,
                 run=run,
-                result=None,
+                result=result,
                 error=error,
-                duration=time.perf_counter() - started,
+                duration=duration,
             )
-            raise
-        hooks.emit(
-            "after_flow_run",
-            flow=self,
-            run=run,
-            result=result,
-            error=None,
-            duration=time.perf_counter() - started,
-        )
-        return result
+            if run.iteration is not None:
+                hooks.emit(
+                    "after_loop_iteration",
+                    flow=self,
+                    run=run,
+                    iteration=run.iteration,
+                    result=result,
+                    error=error,
+                    duration=duration,
+                )
+            del error
 
     async def _loop(self, kwargs: Result) -> Result:
         state = _LoopState()
@@ -163,32 +175,8 @@ class DataFlow:
             iteration = 0
             while True:
                 iteration += 1
-                hooks = self._hooks
-                started = time.perf_counter()
-                if hooks.any:
-                    run = RunInfo(kwargs, iteration)
-                    try:
-                        result = await self._observed(kwargs, run)
-                    except BaseException as error:
-                        hooks.emit(
-                            "after_loop_iteration",
-                            flow=self,
-                            run=run,
-                            iteration=iteration,
-                            result=None,
-                            error=error,
-                            duration=time.perf_counter() - started,
-                        )
-                        raise
-                    hooks.emit(
-                        "after_loop_iteration",
-                        flow=self,
-                        run=run,
-                        iteration=iteration,
-                        result=result,
-                        error=None,
-                        duration=time.perf_counter() - started,
-                    )
+                if self._hooks.any:
+                    result = await self._observed(kwargs, RunInfo(kwargs, iteration))
                 else:
                     result = await self._body(kwargs, None, kwargs)
                 if state.stopped:
@@ -300,14 +288,7 @@ class DataFlow:
                 await wakeup
                 wakeup = None
         finally:
-            for task in pending:
-                task.cancel()
-            left = [t for t in pending if not t.done()]
-            if left:
-                await asyncio.wait(left)
-            for task in pending:
-                if not task.cancelled():
-                    task.exception()
+            await rt.cancel_and_wait(pending)
 
     # -- closing --------------------------------------------------------------------
 
