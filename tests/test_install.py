@@ -127,3 +127,24 @@ def test_the_pack_imports_from_an_installed_wheel(tmp_path: Path) -> None:
     }
     for name, names in report["all"].items():
         assert {"reader", "writer"} <= set(names), name
+
+
+def test_the_source_tree_maps_the_pack_like_an_install() -> None:
+    """From the repository root, ``python -c``/``-m`` import the source ``asyncdataflow/``
+    (it shadows any installed copy); its ``__init__`` maps ``plugins/`` onto
+    ``asyncdataflow.plugins`` just as pyproject.toml does for an install."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    probe = (
+        "import json, asyncdataflow\n"
+        "from asyncdataflow.plugins import files, http, mysql\n"
+        "print(json.dumps([asyncdataflow.__file__, http.__file__, files.__file__]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", probe],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    core, http_init, files_init = (Path(p) for p in json.loads(out.stdout))
+    assert core == ROOT / "asyncdataflow" / "__init__.py"
+    assert http_init == ROOT / "plugins" / "http" / "__init__.py"
+    assert files_init == ROOT / "plugins" / "files" / "__init__.py"
