@@ -79,12 +79,17 @@ class _Gen:
             return f"d = _merge(init, r, 'the call arguments', {label!r})"
         return f"d = _merge(d, r, 'the data before it', {label!r})"
 
-    def call_fn(self, fn: Fn) -> list[str]:
-        """Lines that leave the step's checked output in ``r``."""
+    def instrumented(self, fn: Fn) -> bool:
         info = fn.info
-        if self.hooks.step_level or (
+        return self.hooks.step_level or (
             info.timeout is not None or info.retry is not None or info.limit is not None
-        ):
+        )
+
+    def call_fn(self, fn: Fn, fetched: bool = False) -> list[str]:
+        """Lines that leave the step's checked output in ``r``. With ``fetched`` the
+        required arguments are already in locals ``a_<name>`` (see :meth:`seq`)."""
+        info = fn.info
+        if self.instrumented(fn):
             runner = self.const("R", rt.StepRunner(self.flow, fn, self.hooks, self.executor))
             return [f"r = await {runner}(d, run)"]
         f = self.const("F", info.func)
@@ -92,7 +97,7 @@ class _Gen:
         args = []
         for name, default in fn.params:
             if default is inspect.Parameter.empty:
-                args.append(f"{name}=d[{name!r}]")
+                args.append(f"{name}=a_{name}" if fetched else f"{name}=d[{name!r}]")
             else:
                 args.append(f"{name}=d.get({name!r}, {self.const('D', default)})")
         a = ", ".join(args)
@@ -135,6 +140,26 @@ class _Gen:
             known = first and guard_checked
             if isinstance(item, Block) and item.concurrent:
                 body += self.par(item, may_be_empty=not known, first=first)
+                continue
+            if (
+                isinstance(item, Fn)
+                and not known
+                and item.info.required
+                and (not self.instrumented(item))
+            ):
+                # one dict lookup per argument both tests the guard and fetches it
+                body.append("try:")
+                body += [f"    a_{n} = d[{n!r}]" for n in item.info.required]
+                body.append("except KeyError:")
+                if first:  # the flow's own first item: nothing can run
+                    if self.skip_hooks:
+                        body.append("    " + self.skip(block)[0])
+                    body.append(f"    raise _routing({self.const('P', item)}, d, True) from None")
+                else:
+                    body.append("    " + self.skip(item)[0] if self.skip_hooks else "    pass")
+                body.append("else:")
+                run = [*self.call_fn(item, fetched=True), self.combine(item.info.name)]
+                body += ["    " + line for line in run]
                 continue
             if isinstance(item, Fn):
                 run = [*self.call_fn(item), self.combine(item.info.name)]

@@ -55,10 +55,8 @@ def retry_note(policy: Retry, error: BaseException, attempt: int) -> str:
 def check_result(result: Any, info: StepInfo) -> Data:
     if result is None:
         return {}
-    if isinstance(result, dict):
-        return result
-    if isinstance(result, Mapping):
-        return dict(result)
+    if isinstance(result, Mapping):  # a dict subclass too: a plain copy, so that a
+        return dict(result)  # defaultdict's __missing__ cannot fake a present key
     hint = ""
     if inspect.iscoroutine(result):
         result.close()

@@ -162,3 +162,15 @@ def test_exception_hierarchy():
     assert issubclass(DataFlowCallError, DataFlowRunError)
     assert issubclass(exceptions.DataFlowNotTupleError, DataFlowDefinitionError)
     assert issubclass(exceptions.ArgsMapperInputKeyError, ArgsMapperError)
+
+
+async def test_a_defaultdict_output_does_not_fake_missing_keys():
+    from collections import defaultdict
+
+    async def loose(x):
+        return defaultdict(int, {"y": 1})
+
+    async def needs_z(z):
+        return {"z": z}
+
+    assert await DataFlow((loose, needs_z))(x=1) == {"y": 1}
