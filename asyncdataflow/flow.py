@@ -103,7 +103,8 @@ class DataFlow:
         self._version = _plugins.VERSION
         self._hooks = rt.Hooks(pm)
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
-        self._plain = not (self.infinity_loop or self._hooks.any)
+        # equal to the plugin version only while the plan is current and calls no hook
+        self._fast = self._version if not (self.infinity_loop or self._hooks.any) else -1
         if self.infinity_loop:
             self._entry: Callable[[Result], Awaitable[Result]] = self._loop
         else:
@@ -122,10 +123,12 @@ class DataFlow:
                 f"flow {self.name!r} takes keyword arguments only, got {len(args)} "
                 f"positional; call it as flow(name=value, ...)"
             )
+        if self._fast == _plugins.VERSION:  # no hooks, no loop, plan current
+            return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
         if self._version != _plugins.VERSION:
             self._build()
-        if self._plain:  # no hooks, no loop: straight into the generated code
-            return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
+            if self._fast == self._version:
+                return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
         return self._entry(kwargs)
 
     async def _observed(
