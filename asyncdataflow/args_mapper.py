@@ -3,6 +3,7 @@ written without the flow in mind fits into one."""
 
 from __future__ import annotations
 
+import inspect
 import keyword
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -155,12 +156,38 @@ def args_mapper(
     mapped.__module__ = getattr(func, "__module__", None) or __name__
     setattr(mapped, MAPPED_ATTR, func)
     mapped.__asyncdataflow_outputs__ = outputs
-    if not is_async and is_inline(func):
-        setattr(mapped, INLINE_ATTR, True)
-    return mapped  # type: ignore[no-any-return]
+    if is_async:
+        return mapped  # type: ignore[no-any-return]
+    # a sync wrapper may be sent to a process pool or a cluster: make it picklable
+    sync = _SyncMapped(mapped, (func, input or None, output))
+    if is_inline(func):
+        setattr(sync, INLINE_ATTR, True)
+    return sync
+
+
+class _SyncMapped:
+    """A sync ``args_mapper`` wrapper. It pickles as the mapper's recipe (the function and
+    its mappings), so it runs in a ``ProcessPoolExecutor`` or a Dask cluster whenever the
+    wrapped function itself can be pickled."""
+
+    def __init__(self, mapped: Callable[..., Any], recipe: tuple[Any, Any, Any]) -> None:
+        self._mapped = mapped
+        self._recipe = recipe
+        self.__signature__ = inspect.signature(mapped)
+        self.__qualname__ = self.__name__ = mapped.__qualname__
+        self.__doc__ = mapped.__doc__
+        self.__asyncdataflow_outputs__ = getattr(mapped, "__asyncdataflow_outputs__", None)
+        setattr(self, MAPPED_ATTR, getattr(mapped, MAPPED_ATTR))
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self._mapped(**kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, Any, Any]]:
+        return (args_mapper, self._recipe)
+
+    def __repr__(self) -> str:
+        return f"<{self.__qualname__}>"
 
 
 def _compiler_empty() -> Any:
-    import inspect
-
     return inspect.Parameter.empty

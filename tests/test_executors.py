@@ -145,6 +145,20 @@ async def test_a_process_pool_runs_sync_steps_in_another_process(wrap: Any) -> N
     assert result["pid"] != os.getpid()
 
 
+def double_pid(a: int) -> tuple[int, int]:
+    return a * 2, os.getpid()
+
+
+async def test_a_sync_args_mapper_wrapper_runs_in_a_process_pool() -> None:
+    """The wrapper pickles as its recipe, so mapped names survive the trip."""
+    ctx = multiprocessing.get_context("spawn")
+    mapped = args_mapper(double_pid, input={"a": "x"}, output=["y", "pid"])
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        result = await DataFlow((mapped,), executor=pool)(x=21)
+    assert result["y"] == 42
+    assert result["pid"] != os.getpid()
+
+
 def where_next(y: int, offset: int) -> dict[str, Any]:
     return {"y": y + offset, "pid": os.getpid()}
 
