@@ -75,3 +75,21 @@ async def test_a_global_plugin_also_given_to_a_flow_is_called_once():
     finally:
         unregister_plugin(plugin)
     assert plugin.steps == 2
+
+
+async def test_observer_wrappers_are_not_called_but_plain_implementations_are():
+    calls = []
+
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def after_step_run(self, step):
+            calls.append("wrapper")
+            return (yield)
+
+    class Plain:
+        @hookimpl
+        def after_step_run(self, step):
+            calls.append("plain")
+
+    await DataFlow((a,), plugins=[Wrapping(), Plain()])(x=1)
+    assert calls == ["plain"]
