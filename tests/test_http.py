@@ -142,6 +142,17 @@ async def _whoami(request: web.Request) -> web.Response:
     )
 
 
+async def _redirect(request: web.Request) -> web.Response:
+    """Answers ``code`` with ``Location: to`` (``/redirect/302?to=/echo``), or with a
+    Location back to itself when ``to`` is not given."""
+    location = request.query.get("to", request.path_qs)
+    return web.Response(status=int(request.match_info["code"]), headers={"Location": location})
+
+
+async def _bad_json(request: web.Request) -> web.Response:
+    return web.Response(text="{not json", content_type="application/json")
+
+
 def make_app() -> web.Application:
     app = web.Application(middlewares=[_track])
     app[PEERS] = set()
@@ -160,6 +171,8 @@ def make_app() -> web.Application:
     app.router.add_get("/flaky/{key}", _flaky)
     app.router.add_get("/slow", _slow)
     app.router.add_get("/whoami", _whoami)
+    app.router.add_route("*", "/redirect/{code}", _redirect)
+    app.router.add_get("/bad-json", _bad_json)
     return app
 
 
@@ -442,6 +455,86 @@ async def test_an_error_on_a_later_page_names_the_page(server: Server) -> None:
         await step.aclose()
     assert info.value.status == 404
     assert any("page 2" in n for n in info.value.__notes__)
+
+
+# --- redirects --------------------------------------------------------------------------
+
+
+SECRETS = {"Authorization": TOKEN, "X-Api-Key": "k3y", "Cookie": "sid=1", "X-Plain": "p"}
+
+
+async def test_a_reader_follows_a_redirect_on_its_origin_with_its_headers(server: Server) -> None:
+    step = http.reader(f"{server.base}/redirect/301?to=/echo/there", headers=SECRETS)
+    try:
+        data = (await step())["data"]
+    finally:
+        await step.aclose()
+    assert data["raw_path"] == "/echo/there"
+    assert {k: data["headers"].get(k) for k in SECRETS} == SECRETS
+
+
+async def test_a_redirect_to_another_origin_drops_every_secret_header(server: Server) -> None:
+    elsewhere = f"http://localhost:{server.port}/echo/elsewhere"
+    step = http.reader(f"{server.base}/redirect/302?to={elsewhere}", headers=SECRETS)
+    try:
+        data = (await step())["data"]
+    finally:
+        await step.aclose()
+    assert data["raw_path"] == "/echo/elsewhere"
+    assert {k: data["headers"].get(k) for k in SECRETS} == {
+        "Authorization": None, "X-Api-Key": None, "Cookie": None, "X-Plain": "p"
+    }
+
+
+@pytest.mark.parametrize("code", [301, 302, 303])
+async def test_a_writer_refuses_a_redirect_that_would_drop_its_data(
+    server: Server, code: int
+) -> None:
+    step = http.writer(f"{server.base}/redirect/{code}?to=/echo")
+    try:
+        with pytest.raises(aiohttp.ClientResponseError) as info:
+            await step(data={"x": 1})
+    finally:
+        await step.aclose()
+    assert info.value.status == code
+    assert any("does not follow" in n and "/echo" in n for n in info.value.__notes__)
+    assert [r.path for r in server.requests] == [f"/redirect/{code}"]  # no GET to /echo
+
+
+@pytest.mark.parametrize("code", [307, 308])
+async def test_a_writer_follows_307_and_308_with_its_method_and_body(
+    server: Server, code: int
+) -> None:
+    step = http.writer(f"{server.base}/redirect/{code}?to=/echo", method="PUT")
+    try:
+        result = await step(data={"x": 1})
+    finally:
+        await step.aclose()
+    assert result["status"] == 200
+    assert result["response"]["method"] == "PUT"
+    assert json.loads(result["response"]["body"]) == {"x": 1}
+
+
+async def test_a_redirect_loop_raises_too_many_redirects(server: Server) -> None:
+    step = http.reader(f"{server.base}/redirect/302")
+    try:
+        with pytest.raises(aiohttp.TooManyRedirects):
+            await step()
+    finally:
+        await step.aclose()
+    assert len(server.requests) == 11
+
+
+async def test_invalid_json_names_the_step_the_url_and_what_to_do(server: Server) -> None:
+    step = http.reader(f"{server.base}/bad-json")
+    try:
+        with pytest.raises(json.JSONDecodeError) as info:
+            await step()
+    finally:
+        await step.aclose()
+    (note,) = info.value.__notes__
+    assert note.startswith("http.reader(GET ") and "/bad-json" in note
+    assert "format='text'" in note
 
 
 # --- errors and timeouts ----------------------------------------------------------------

@@ -51,15 +51,37 @@ def _is_json(response: aiohttp.ClientResponse) -> bool:
     return ctype == "application/json" or ctype.endswith("+json")
 
 
-async def _read_body(response: aiohttp.ClientResponse, fmt: str) -> Any:
+async def _read_body(response: aiohttp.ClientResponse, fmt: str, step: str) -> Any:
     if fmt == "auto":
         fmt = "json" if _is_json(response) else "text"
     if fmt == "json":
         # content_type=None: decode whatever the server called it; empty body -> None.
-        return await response.json(content_type=None)
+        try:
+            return await response.json(content_type=None)
+        except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+            error.add_note(
+                f"{step}: the response of {redact_url(response.url)} "
+                f"(Content-Type: {response.headers.get('Content-Type', '-')}) is not valid "
+                "JSON; use format='text' or format='bytes' to get the body as it is"
+            )
+            raise
     if fmt == "text":
         return await response.text()
     return await response.read()
+
+
+#: Redirect statuses. 307 and 308 repeat the request as it was (method and body); 301,
+#: 302 and 303 turn anything but GET/HEAD into a GET without a body (what browsers and
+#: aiohttp do), which a writer must not do silently.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_KEEP_METHOD = frozenset({307, 308})
+MAX_REDIRECTS = 10
+
+
+def _without_secrets(headers: CIMultiDict[str] | None) -> CIMultiDict[str] | None:
+    if not headers:
+        return headers
+    return CIMultiDict((k, v) for k, v in headers.items() if not is_secret_name(k))
 
 
 def _check_status(response: aiohttp.ClientResponse) -> None:
@@ -247,6 +269,76 @@ class _HttpStep:
             redact_headers((headers or {}).items()),
         )
 
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        params: Mapping[str, Any] | None,
+        headers: CIMultiDict[str] | None,
+        body_kw: dict[str, Any],
+        start: float,
+        *,
+        all_methods: bool,
+    ) -> aiohttp.ClientResponse:
+        """Send the request and follow redirects, returning the final response (the
+        caller releases it). aiohttp's own redirect handling is off because it keeps
+        custom secret headers (``X-Api-Key``) on a redirect to another origin and turns a
+        POST answered with 301/302/303 into a GET without its body. Here a redirect to
+        another origin drops every secret header; ``all_methods=False`` (the writer)
+        follows only 307/308, which repeat the request with its body, and returns any
+        other redirect for ``_check_status`` to raise."""
+        method = self._method
+        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        origin = url.origin()
+        for _hop in range(MAX_REDIRECTS + 1):
+            timeout = self._timeout
+            if deadline is not None:  # one timeout for the request and its redirects
+                timeout = aiohttp.ClientTimeout(total=max(deadline - time.monotonic(), 1e-3))
+            response = await session.request(
+                method,
+                url,
+                params=params,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                **body_kw,
+            )
+            if logger.isEnabledFor(logging.DEBUG):
+                self._log_response(response, headers, start)
+            location = response.headers.get("Location")
+            if response.status not in _REDIRECTS or location is None:
+                return response
+            if not all_methods and response.status not in _KEEP_METHOD:
+                response.release()
+                error = aiohttp.ClientResponseError(
+                    response.request_info,
+                    response.history,
+                    status=response.status,
+                    message=response.reason or "",
+                    headers=response.headers,
+                )
+                error.add_note(
+                    f"{self.__qualname__}: the server redirects {method} "
+                    f"{redact_url(response.url)} to {redact_url(location)} with "
+                    f"{response.status}; the writer does not follow a {response.status} "
+                    "(it would resend the request as a GET without its data): give the "
+                    "URL it redirects to"
+                )
+                raise error
+            response.release()
+            try:
+                url = response.url.join(URL(location))
+            except ValueError:
+                return response  # unreadable Location: _check_status raises the 3xx
+            params = None  # the Location carries its own query
+            if response.status not in _KEEP_METHOD and method not in ("GET", "HEAD"):
+                method, body_kw = "GET", {}
+            if url.origin() != origin:
+                headers = _without_secrets(headers)  # never hand credentials elsewhere
+        raise aiohttp.TooManyRedirects(
+            response.request_info, (), status=response.status, message="Too many redirects"
+        )
+
     def _note_timeout(self, error: BaseException, url: URL) -> None:
         error.add_note(
             f"{self.__qualname__}: no complete response from {redact_url(url)} within "
@@ -329,17 +421,11 @@ class Reader(_HttpStep):
         """One request: the decoded body and, when paginating, the next page's URL."""
         start = time.perf_counter()
         try:
-            async with session.request(
-                self._method,
-                url,
-                params=params,
-                headers=headers,
-                timeout=self._timeout,
+            async with await self._request(
+                session, url, params, headers, {}, start, all_methods=True
             ) as response:
-                if logger.isEnabledFor(logging.DEBUG):
-                    self._log_response(response, headers, start)
                 _check_status(response)
-                body = await _read_body(response, self._format)
+                body = await _read_body(response, self._format, self.__qualname__)
                 if paginate is None:
                     return body, None
                 target: str | URL | None
@@ -379,11 +465,9 @@ class Reader(_HttpStep):
                 break
             page_headers = headers
             if page > 1 and headers and next_url.origin() != origin:
-                # Never hand credentials to another origin (aiohttp does the same on
-                # redirects): a next page elsewhere is requested without secret headers.
-                page_headers = CIMultiDict(
-                    (k, v) for k, v in headers.items() if not is_secret_name(k)
-                )
+                # Never hand credentials to another origin (nor does a redirect): a next
+                # page elsewhere is requested without secret headers.
+                page_headers = _without_secrets(headers)
             try:
                 body, next_url = await self._get(
                     session,
@@ -449,18 +533,11 @@ class Writer(_HttpStep):
         body_kw: dict[str, Any] = {"json": data} if self._format == "json" else {"data": data}
         start = time.perf_counter()
         try:
-            async with session.request(
-                self._method,
-                url,
-                params=params,
-                headers=headers,
-                timeout=self._timeout,
-                **body_kw,
+            async with await self._request(
+                session, url, params, headers, body_kw, start, all_methods=False
             ) as response:
-                if logger.isEnabledFor(logging.DEBUG):
-                    self._log_response(response, headers, start)
                 _check_status(response)
-                body = await _read_body(response, "auto")
+                body = await _read_body(response, "auto", self.__qualname__)
                 return {"status": response.status, "response": body}
         except TimeoutError as e:
             self._note_timeout(e, url)
