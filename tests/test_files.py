@@ -614,3 +614,89 @@ async def test_append_of_no_records_writes_nothing_and_creates_no_file(tmp_path:
         path = tmp_path / f"empty.{fmt}"
         await files.writer(path, format=fmt, mode="append")(data="" if fmt == "text" else [])
         assert not path.exists()
+
+
+def test_csv_appends_from_other_writers_and_event_loops_write_the_header_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rows.csv"
+    shared = files.writer(path, format="csv", mode="append")
+
+    async def run(thread: int) -> None:
+        # a fresh writer object per call as well as a shared one: no lock in common but
+        # the file's
+        separate = [files.writer(path, format="csv", mode="append") for _ in range(5)]
+        await asyncio.gather(
+            *(w(data=[{"t": thread, "n": n}]) for n, w in enumerate([shared, *separate]))
+        )
+
+    threads = [threading.Thread(target=asyncio.run, args=(run(t),)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = path.read_bytes().split(b"\r\n")
+    assert lines[0] == b"t,n" and lines.pop() == b""
+    assert sorted(lines[1:]) == sorted(f"{t},{n}".encode() for t in range(4) for n in range(6))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "existing", "data", "expected"),
+    [
+        ("jsonl", b'{"a": 1}', [{"a": 2}], b'{"a": 1}\n{"a": 2}\n'),
+        ("json", b'{"a": 1}', {"a": 2}, b'{"a": 1}\n{"a": 2}\n'),
+        ("csv", b"a,b\r\n1,2", [{"a": 3, "b": 4}], b"a,b\r\n1,2\n3,4\r\n"),
+        ("jsonl", b'{"a": 1}\n', [{"a": 2}], b'{"a": 1}\n{"a": 2}\n'),
+        ("text", b"no end", "more", b"no endmore"),
+    ],
+)
+async def test_an_append_to_a_file_without_a_final_line_end_starts_a_new_line(
+    tmp_path: Path, fmt: str, existing: bytes, data: Any, expected: bytes
+) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(existing)
+    await files.writer(path, format=fmt, mode="append")(data=data)
+    assert path.read_bytes() == expected
+
+
+async def test_an_append_in_utf16_checks_the_line_end_in_utf16(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    append = files.writer(path, format="jsonl", mode="append", encoding="utf-16-le")
+    await append(data=[{"a": 1}])
+    await append(data=[{"a": 2}])
+    assert path.read_bytes().decode("utf-16-le") == '{"a": 1}\n{"a": 2}\n'
+
+
+async def test_an_atomic_rewrite_keeps_the_file_s_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "secret.json"
+    path.write_text("{}")
+    path.chmod(0o600)
+    await files.writer(path, format="json")(data={"token": "t"})
+    assert json.loads(path.read_text()) == {"token": "t"}
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("mode", "atomic"), [("write", True), ("write", False), ("append", True)])
+async def test_a_file_where_a_directory_should_be_is_named_in_the_error(
+    tmp_path: Path, mode: str, atomic: bool
+) -> None:
+    (tmp_path / "afile").write_text("x")
+    step = files.writer(tmp_path / "afile" / "sub" / "out.txt", mode=mode, atomic=atomic)
+    with pytest.raises(NotADirectoryError) as info:
+        await step(data="hi")
+    message = str(info.value)
+    assert message.startswith("[Errno 20] files.writer(text ")
+    assert "is a file, not a directory" in message and "afile" in message
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+async def test_undecodable_text_names_the_file_and_the_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("a\r\nZoë\r\n".encode("latin-1"))
+    with pytest.raises(UnicodeDecodeError) as info:
+        await files.reader(path, format="csv")()
+    (note,) = info.value.__notes__
+    assert repr(str(path)) in note and "encoding='utf-8'" in note
+    assert await files.reader(path, format="csv", encoding="latin-1")() == {
+        "data": [{"a": "Zoë"}]
+    }

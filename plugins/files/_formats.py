@@ -105,9 +105,8 @@ async def _encode_jsonl(data: Any, step: str, encoder: codecs.IncrementalEncoder
     return chunks
 
 
-async def _encode_csv(
-    data: Any, step: str, header: Sequence[str] | None, encoder: codecs.IncrementalEncoder
-) -> Chunks:
+def csv_rows(data: Any, step: str) -> list[Mapping[str, Any]]:
+    """The rows of ``data`` for format ``csv``; ``TypeError`` unless each is a mapping."""
     rows = list(_records(data, step, "csv"))
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
@@ -115,6 +114,13 @@ async def _encode_csv(
                 f"{step}: format 'csv' takes a list of mappings (dicts), but record "
                 f"{index} is {type(row).__name__}"
             )
+    return rows
+
+
+async def _encode_csv(
+    data: Any, step: str, header: Sequence[str] | None, encoder: codecs.IncrementalEncoder
+) -> Chunks:
+    rows = csv_rows(data, step)
     buffer = io.StringIO()
     if header is None:
         fieldnames: dict[str, None] = {}
@@ -155,11 +161,24 @@ def csv_header(first_line: bytes, encoding: str) -> list[str] | None:
     return next(csv.reader(io.StringIO(text, newline="")), None)
 
 
+def newline(encoding: str) -> bytes:
+    """A line end in ``encoding``, without any byte-order mark."""
+    one, two = "\n".encode(encoding), "\n\n".encode(encoding)
+    return two[len(one) :]
+
+
 async def decode(fmt: str, raw: bytes, encoding: str, path: str) -> Any:
     """The ``data`` a file of format ``fmt`` holds."""
     if fmt == "bytes":
         return raw
-    text = await _decode_text(raw, encoding)
+    try:
+        text = await _decode_text(raw, encoding)
+    except UnicodeDecodeError as error:
+        error.add_note(
+            f"while reading {path!r} as {fmt} with encoding={encoding!r}: give the file's "
+            "encoding (e.g. encoding='latin-1'), or format='bytes' for the raw bytes"
+        )
+        raise
     if fmt == "text":
         return text
     if fmt == "json":

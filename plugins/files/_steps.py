@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import inspect
 import os
 import secrets
+import stat
 import weakref
 from collections.abc import Coroutine
 from typing import Any
@@ -19,7 +21,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
         'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
     ) from error
 
-from ._formats import FORMATS, Chunks, csv_header, decode, encode
+from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
 from ._paths import (
     FilesArgumentError,
     as_path_str,
@@ -28,7 +30,15 @@ from ._paths import (
     template_fields,
 )
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None  # type: ignore[assignment]
+
 MODES = ("write", "append")
+#: The formats whose appends are whole lines: locked against other writers, and started
+#: on a new line.
+RECORD_FORMATS = ("jsonl", "csv", "json")
 
 #: Bytes handed to one write call when a file is written (not appended): between two
 #: chunks the step can be cancelled and the loop runs other tasks.
@@ -185,7 +195,17 @@ class Writer(_FileStep):
     async def _mkdirs(self, target: str) -> str:
         directory = os.path.dirname(target)
         if self.makedirs and directory:
-            await aiofiles.os.makedirs(directory, exist_ok=True)
+            try:
+                await aiofiles.os.makedirs(directory, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as error:
+                # "File exists" would not say what is wrong: a file where a directory
+                # of the path should be.
+                raise NotADirectoryError(
+                    errno.ENOTDIR,
+                    f"{self.name}: cannot write {target!r}: a part of {directory!r} is "
+                    "a file, not a directory; remove it or choose another path",
+                    directory,
+                ) from error
         return directory
 
     async def _write_in_place(self, target: str, payload: Chunks) -> None:
@@ -204,6 +224,7 @@ class Writer(_FileStep):
             await self._cleanup(_discard_when_open(opening, temp))
             raise
         try:
+            await _copy_mode(target, file.fileno())
             await _write_chunks(file, payload)
             await file.flush()
             await _fsync(file.fileno())
@@ -224,7 +245,21 @@ class Writer(_FileStep):
             pass  # the error that led here is the one to raise, not a clean-up's
 
     async def _append(self, target: str, data: Any) -> None:
-        payload = None if self.format == "csv" else await self._encode(data, target)
+        payload: Chunks | None = None
+        if self.format == "csv":
+            try:
+                data = csv_rows(data, self.name)  # encoded under the lock, after the header
+            except TypeError as error:
+                error.add_note(f"{self.name}: data for {target!r} not written")
+                raise
+            if not data:
+                return
+        else:
+            payload = await self._encode(data, target)
+            if len(payload) > 1:
+                payload = [b"".join(payload)]
+            if not payload or not payload[0]:
+                return
         key = os.path.normpath(os.path.abspath(target))
         locks = self._locks.setdefault(asyncio.get_running_loop(), {})
         entry = locks.get(key)
@@ -233,17 +268,24 @@ class Writer(_FileStep):
         entry[1] += 1
         try:
             async with entry[0]:
-                if payload is None:  # csv: the rows follow the header already in the file
-                    header = await _read_csv_header(target, self.encoding)
-                    payload = await self._encode(data, target, header)
-                if len(payload) > 1:
-                    payload = [b"".join(payload)]
-                if not payload or not payload[0]:
-                    return
                 await self._mkdirs(target)
                 # O_APPEND, unbuffered: the records go out in one write(2) at the end of
                 # the file, never split around another writer's.
-                async with aiofiles.open(target, "ab", buffering=0) as file:
+                async with aiofiles.open(target, "a+b", buffering=0) as file:
+                    if self.format in RECORD_FORMATS:
+                        # Other step objects, loops and processes take the same lock:
+                        # the header check and the write are one step for all of them.
+                        await _lock_file(file.fileno())  # released when the file closes
+                        if payload is None:  # csv: follow the header already in the file
+                            header = await _read_csv_header(target, self.encoding)
+                            payload = await self._encode(data, target, header)
+                            payload = [b"".join(payload)]
+                        # A file another program left without a final line end: start
+                        # a new line rather than glue the first record onto its last.
+                        line_end = newline(self.encoding)
+                        if not await _ends_with(file.fileno(), line_end):
+                            payload = [line_end + payload[0]]
+                    assert payload is not None
                     view = memoryview(payload[0])
                     while view:
                         written = await file.write(view)
@@ -252,6 +294,44 @@ class Writer(_FileStep):
             entry[1] -= 1
             if entry[1] == 0:
                 del locks[key]
+
+
+async def _lock_file(fd: int) -> None:
+    """Take an exclusive ``flock`` on ``fd``, polling so that no thread waits for it."""
+    if fcntl is None:  # pragma: no cover - not on POSIX
+        return
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _ends_with_sync(fd: int, end: bytes) -> bool:
+    """Whether the file is empty or its last bytes are ``end``."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return True
+    return size >= len(end) and os.pread(fd, len(end), size - len(end)) == end
+
+
+_ends_with = aiofiles.os.wrap(_ends_with_sync)
+
+
+def _copy_mode_sync(target: str, fd: int) -> None:
+    """Give the temporary file the permission bits of the file it replaces, so that
+    rewriting a 0o600 file does not leave it readable by everyone."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return
+    os.fchmod(fd, stat.S_IMODE(mode))
+
+
+_copy_mode = aiofiles.os.wrap(_copy_mode_sync)
 
 
 async def _write_chunks(file: Any, payload: Chunks) -> None:
