@@ -454,14 +454,20 @@ async def test_a_query_without_placeholders_is_sent_as_written(tables: Tables):
     table = tables.create("id INT PRIMARY KEY, v VARCHAR(20)")
     sql(f"INSERT INTO `{table}` VALUES (1, 'a%b'), (2, 'ab')")
     step = mysql.reader(f"SELECT id FROM `{table}` WHERE v LIKE 'a%b'", url=tables.url)
-    escaped = mysql.reader(f"SELECT id FROM `{table}` WHERE v LIKE %(p)s AND v LIKE 'a%%'",
-                           url=tables.url)
+    # LIKE 'a%%' and LIKE 'a%' match the same rows, so the literal shows what was sent
+    escaped = mysql.reader(
+        f"SELECT id, '100%%' AS pct FROM `{table}` WHERE v LIKE %(p)s AND v LIKE 'a%%'",
+        url=tables.url,
+    )
+    as_written = mysql.reader("SELECT '100%%' AS pct", url=tables.url)
     try:
         assert await step() == {"rows": [{"id": 1}, {"id": 2}]}
-        assert await escaped(p="a\\%b") == {"rows": [{"id": 1}]}
+        assert await escaped(p="a\\%b") == {"rows": [{"id": 1, "pct": "100%"}]}
+        assert await as_written() == {"rows": [{"pct": "100%%"}]}
     finally:
         await step.aclose()
         await escaped.aclose()
+        await as_written.aclose()
 
 
 async def test_the_step_s_own_pool_has_autocommit_off_and_reads_see_new_commits(tables: Tables):
