@@ -158,6 +158,12 @@ def test_bad_writer_options_are_refused_when_built(kwargs, match):
         ({"id": 1}, None, "rows must be a list"),
         ("id", None, "rows must be a list"),
         ([{}], None, "empty dict"),
+        # values the driver would store as something else, or send as a SQL list
+        ([{"id": 1, "doc": {"a": 1}}], None, r"rows\[0\] column 'doc' is a dict.*json\.dumps"),
+        ([{"id": 1}, {"id": [2]}], None, r"rows\[1\] column 'id' is a list"),
+        ([(1, bytearray(b"x"))], ["id", "a"], r"rows\[0\] column 'a' is a bytearray.*bytes\("),
+        ([(1, memoryview(b"x"))], ["id", "a"], r"is a memoryview"),
+        ([(1, object())], ["id", "a"], r"rows\[0\] column 'a' is a object"),
     ],
 )
 async def test_rows_the_writer_cannot_write_are_refused_before_any_io(rows, columns, match):
@@ -556,3 +562,21 @@ async def test_a_reader_commits_so_insert_returning_works(tables: Tables):
         assert sql(f"SELECT id, v FROM `{table}`") == [(1, "x")]
     finally:
         await step.aclose()
+
+
+async def test_number_like_values_of_other_types_are_written_as_their_text(tables: Tables):
+    import enum
+    from fractions import Fraction
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    table = tables.create("id INT PRIMARY KEY, n INT, q VARCHAR(10)")
+    step = mysql.writer(table, url=tables.url)
+    try:
+        assert await step(rows=[{"id": 1, "n": Level.HIGH, "q": Fraction(1, 3)}]) == {
+            "rowcount": 1
+        }
+    finally:
+        await step.aclose()
+    assert sql(f"SELECT id, n, q FROM `{table}`") == [(1, 3, "1/3")]

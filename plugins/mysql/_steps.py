@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 # aiomysql comes through _common, which says how to install it when it is missing
-from ._common import MySQLStep, aiomysql, check_identifier, placeholders, quote_table, short
+from ._common import (
+    MySQLStep,
+    aiomysql,
+    check_identifier,
+    placeholders,
+    pymysql,
+    quote_table,
+    short,
+)
 
 Mode = Literal["insert", "ignore", "upsert", "replace"]
 MODES: tuple[str, ...] = ("insert", "ignore", "upsert", "replace")
@@ -20,6 +29,25 @@ _KEY_COLUMNS = (
     "SELECT DISTINCT COLUMN_NAME FROM information_schema.STATISTICS "
     "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s AND NON_UNIQUE = 0"
 )
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+#: Value types PyMySQL turns into one SQL literal. It sends any other type as the text
+#: ``str(value)`` would give, which is right for numpy numbers and the like, but stores
+#: ``"bytearray(b'..')"`` or ``"<object object at 0x..>"`` for others.
+_SCALARS = frozenset(pymysql.converters.encoders) - frozenset(_CONTAINERS)
+_SCALAR_BASES = tuple(t for t in _SCALARS if t is not type(None))
+
+
+def _stored_wrongly(kind: type) -> bool:
+    """Whether PyMySQL would store a value of this type as something else than it is: a
+    container (a SQL list, or an error), bytes that are not ``bytes``, or an object
+    whose text is only its default repr."""
+    if issubclass(kind, (*_CONTAINERS, bytearray, memoryview)):
+        return True
+    if issubclass(kind, _SCALAR_BASES):
+        return False
+    return kind.__str__ is object.__str__ and kind.__repr__ is object.__repr__
 
 
 def _signature(names: Iterable[str]) -> inspect.Signature:
@@ -191,6 +219,29 @@ class Writer(MySQLStep):
                 )
         return self._columns, rows
 
+    def _check_values(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """``ValueError`` for a value the driver would not store as it is (one set of
+        types for all values, at C speed; rows are looked at only when one is found)."""
+        odd = set(map(type, chain.from_iterable(rows))) - _SCALARS
+        bad = {kind for kind in odd if _stored_wrongly(kind)}
+        if not bad:
+            return
+        for index, row in enumerate(rows):
+            for column, value in zip(columns, row, strict=True):
+                if type(value) in bad:
+                    hint = (
+                        "bytes(value)"
+                        if isinstance(value, bytearray | memoryview)
+                        else "json.dumps(value) for a JSON column"
+                        if isinstance(value, _CONTAINERS)
+                        else "a str, number, bytes, date/time, Decimal or None"
+                    )
+                    raise ValueError(
+                        f"{self.__qualname__}: rows[{index}] column {column!r} is a "
+                        f"{type(value).__name__}, which the driver would not store as it "
+                        f"is; convert it first ({hint})"
+                    )
+
     def _differs(self, index: int, row: Any, columns: Sequence[str]) -> str:
         if not isinstance(row, Mapping):
             return (
@@ -251,6 +302,7 @@ class Writer(MySQLStep):
         columns, values = self._tuples(kwargs["rows"])
         if not values:
             return {"rowcount": 0}
+        self._check_values(columns, values)
         size = self._batch_size
         cursor = _QuietCursor if self._mode == "ignore" else aiomysql.Cursor
         rowcount = 0
