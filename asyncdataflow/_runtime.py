@@ -115,11 +115,21 @@ def _describe(node: Fn | Block, data: Any) -> str:
 
 
 def routing_error(node: Fn | Block, data: Any, first: bool) -> DataFlowRoutingError:
-    what = "the flow's first item" if first else f"no branch of the concurrent block at {node.path}"
+    if first:
+        missing = sorted({n for _, m in guard_missing(node, data) for n in m})
+        example = ", ".join(f"{n}=..." for n in missing) or "..."
+        return DataFlowRoutingError(
+            f"the flow's first item ({node.path}) could not be taken: a flow needs the "
+            f"arguments of its first step.\n{_describe(node, data)}\n"
+            f"  available keys: {sorted(data)}\n"
+            f"Pass the missing arguments when calling the flow: flow({example})."
+        )
     return DataFlowRoutingError(
-        f"{what} could be taken: at least one step must get its arguments and run.\n"
-        f"{_describe(node, data)}\n  available keys: {sorted(data)}\n"
-        f"Make the step before it return the missing keys, or rename them with args_mapper."
+        f"no branch of the concurrent block at {node.path} could be taken: at least one "
+        f"step must get its arguments and run.\n{_describe(node, data)}\n"
+        f"  available keys: {sorted(data)}\n"
+        f"Make the step before the block return the missing keys, or rename them with "
+        f"args_mapper."
     )
 
 

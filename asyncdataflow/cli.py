@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import importlib
 import inspect
 import json
@@ -31,6 +32,7 @@ from types import ModuleType
 from typing import IO, Any
 
 from . import __version__, graph
+from ._compiler import guard_missing
 from .flow import DataFlow
 from .hookspecs import PROJECT_NAME, hookimpl
 from .plugin_manager import get_plugin_manager, plugin_manager_for
@@ -229,9 +231,31 @@ def _loop_flow(flow: DataFlow, args: argparse.Namespace) -> DataFlow:
     )
 
 
+def _missing_arguments(flow: DataFlow, kwargs: dict[str, Any]) -> str | None:
+    """Why the flow's first item cannot be taken with these arguments, or None."""
+    candidates = guard_missing(flow.plan.items[0], kwargs)
+    if not all(missing for _, missing in candidates):
+        return None
+    needed = sorted({name for _, missing in candidates for name in missing})
+    steps = "; ".join(
+        f"{fn.info.name} at {fn.info.path} takes {', '.join(missing)}"
+        for fn, missing in candidates
+    )
+    hint = " ".join(f"{name}=..." for name in needed)
+    message = f"the flow needs {' or '.join(needed)} ({steps}); pass {hint} (or NAME:=JSON)"
+    for given in kwargs:
+        close = difflib.get_close_matches(given, needed, n=1)
+        if close and given not in needed:
+            message += f"; did you mean {close[0]}= instead of {given}=?"
+    return message
+
+
 async def _run(args: argparse.Namespace) -> int:
     kwargs = parse_kwargs(args.kwargs)
     flow = _loop_flow(load_flow(args.target), args)
+    problem = _missing_arguments(flow, kwargs)
+    if problem is not None:
+        return _fail(problem)
     loop = asyncio.get_running_loop()
 
     async def call() -> dict[str, Any]:
