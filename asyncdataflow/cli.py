@@ -40,8 +40,14 @@ from .plugin_manager import get_plugin_manager, plugin_manager_for
 __all__ = ["UsageError", "load_flow", "main", "parse_kwargs"]
 
 PROG = "asyncdataflow"
-_IMAGE_FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "jpg": "jpg", "jpeg": "jpg",
-                  "gif": "gif"}
+_IMAGE_FORMATS = {
+    "svg": "svg",
+    "png": "png",
+    "pdf": "pdf",
+    "jpg": "jpg",
+    "jpeg": "jpg",
+    "gif": "gif",
+}
 _TEXT_FORMATS = {"mmd": "mermaid", "mermaid": "mermaid", "dot": "dot", "gv": "dot"}
 
 
@@ -219,15 +225,22 @@ def _loop_flow(flow: DataFlow, args: argparse.Namespace) -> DataFlow:
     if not (args.loop or flow.infinity_loop):
         raise UsageError("--interval and --each apply to loops: add --loop")
     plugins = flow.plugins + ((_PrintEachIteration(args.indent),) if args.each else ())
-    interval = args.interval if args.interval is not None else (
-        flow.interval if flow.infinity_loop else 0.0
+    interval = (
+        args.interval
+        if args.interval is not None
+        else (flow.interval if flow.infinity_loop else 0.0)
     )
     if interval < 0:
         raise UsageError(f"--interval {interval}: must be >= 0 seconds")
     return DataFlow(
-        flow.definition, infinity_loop=True, interval=interval,
-        args_visibility=flow.args_visibility, executor=flow.executor, plugins=plugins,
-        name=flow.name, retry=flow.retry,
+        flow.definition,
+        infinity_loop=True,
+        interval=interval,
+        args_visibility=flow.args_visibility,
+        executor=flow.executor,
+        plugins=plugins,
+        name=flow.name,
+        retry=flow.retry,
     )
 
 
@@ -238,8 +251,7 @@ def _missing_arguments(flow: DataFlow, kwargs: dict[str, Any]) -> str | None:
         return None
     needed = sorted({name for _, missing in candidates for name in missing})
     steps = "; ".join(
-        f"{fn.info.name} at {fn.info.path} takes {', '.join(missing)}"
-        for fn, missing in candidates
+        f"{fn.info.name} at {fn.info.path} takes {', '.join(missing)}" for fn, missing in candidates
     )
     hint = " ".join(f"{name}=..." for name in needed)
     message = f"the flow needs {' or '.join(needed)} ({steps}); pass {hint} (or NAME:=JSON)"
@@ -269,7 +281,9 @@ async def _run(args: argparse.Namespace) -> int:
         if flow.infinity_loop and len(received) == 1:
             print(
                 f"{PROG}: {signal.Signals(signum).name}: stopping after the current iteration "
-                f"(send it again to cancel)", file=sys.stderr, flush=True,
+                f"(send it again to cancel)",
+                file=sys.stderr,
+                flush=True,
             )
             flow.stop()
         else:
@@ -401,8 +415,10 @@ async def _map(args: argparse.Namespace) -> int:
     if flow.infinity_loop:
         raise UsageError(f"{args.target} is an infinity loop; map needs runs that finish")
     with contextlib.ExitStack() as stack:
-        source = sys.stdin if args.input == "-" else stack.enter_context(
-            _open(args.input, "r", "--input")
+        source = (
+            sys.stdin
+            if args.input == "-"
+            else stack.enter_context(_open(args.input, "r", "--input"))
         )
         total = _count_lines(args.input) if args.input != "-" else None
         out = sys.stdout
@@ -427,9 +443,13 @@ async def _map(args: argparse.Namespace) -> int:
                     continue
                 if not isinstance(value, dict):
                     kind = type(value).__name__
-                    lines.append((number, value, TypeError(
-                        f"expected a JSON object of keyword arguments, got {kind}"
-                    )))
+                    lines.append(
+                        (
+                            number,
+                            value,
+                            TypeError(f"expected a JSON object of keyword arguments, got {kind}"),
+                        )
+                    )
                     continue
                 lines.append((number, value, None))
                 yield value
@@ -449,8 +469,9 @@ async def _map(args: argparse.Namespace) -> int:
                 failure(number, value, error)
 
         progress.draw(force=True)
-        async for outcome in flow.map(inputs(), concurrency=args.concurrency,
-                                      return_exceptions=True):
+        async for outcome in flow.map(
+            inputs(), concurrency=args.concurrency, return_exceptions=True
+        ):
             skip_bad_lines()
             number, value, _ = lines.popleft()
             if isinstance(outcome, BaseException):
@@ -502,7 +523,10 @@ def _graph(args: argparse.Namespace) -> int:
         )
     done = subprocess.run(
         [dot, f"-T{_IMAGE_FORMATS[ext]}", "-o", args.output],
-        input=graph.to_dot(flow), text=True, capture_output=True, check=False,
+        input=graph.to_dot(flow),
+        text=True,
+        capture_output=True,
+        check=False,
     )
     if done.returncode != 0:
         print(f"{PROG}: dot failed ({done.returncode}):\n{done.stderr.strip()}", file=sys.stderr)
@@ -550,10 +574,15 @@ def _plugin_rows(flow: DataFlow | None) -> list[dict[str, Any]]:
         else:
             source = "registered"
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
-        rows.append({
-            "name": name, "source": source, "distribution": distribution,
-            "plugin": where, "hooks": hooks,
-        })
+        rows.append(
+            {
+                "name": name,
+                "source": source,
+                "distribution": distribution,
+                "plugin": where,
+                "hooks": hooks,
+            }
+        )
     return rows
 
 
@@ -594,48 +623,78 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", help="run a flow once (or as a loop) and print its result as JSON",
+        "run",
+        help="run a flow once (or as a loop) and print its result as JSON",
         description="Run MODULE:ATTR with the given keyword arguments and print the result "
         "as JSON. key=value passes a string, key:=JSON a parsed JSON value.",
     )
-    run.add_argument("target", metavar="MODULE:ATTR", help="a DataFlow, or a function "
-                     "with no arguments that returns one")
+    run.add_argument(
+        "target",
+        metavar="MODULE:ATTR",
+        help="a DataFlow, or a function with no arguments that returns one",
+    )
     run.add_argument("kwargs", nargs="*", metavar="key=value | key:=JSON")
-    run.add_argument("--loop", action="store_true", help="run as an infinity loop; "
-                     "SIGINT/SIGTERM stop it after the current iteration, a second one cancels")
-    run.add_argument("--interval", type=float, default=None, metavar="SECONDS",
-                     help="pause between loop iterations (with --loop)")
-    run.add_argument("--each", action="store_true",
-                     help="print every loop iteration's result as a JSON line (with --loop)")
-    run.add_argument("--indent", type=int, default=None, metavar="N",
-                     help="indent the JSON output by N spaces")
+    run.add_argument(
+        "--loop",
+        action="store_true",
+        help="run as an infinity loop; "
+        "SIGINT/SIGTERM stop it after the current iteration, a second one cancels",
+    )
+    run.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="pause between loop iterations (with --loop)",
+    )
+    run.add_argument(
+        "--each",
+        action="store_true",
+        help="print every loop iteration's result as a JSON line (with --loop)",
+    )
+    run.add_argument(
+        "--indent", type=int, default=None, metavar="N", help="indent the JSON output by N spaces"
+    )
 
     map_ = sub.add_parser(
-        "map", help="run a flow once per line of a JSON Lines file",
+        "map",
+        help="run a flow once per line of a JSON Lines file",
         description="Run MODULE:ATTR once per JSON object in --input; write the results in "
         "input order as JSON lines and the failures (line, input, error) to --errors.",
     )
     map_.add_argument("target", metavar="MODULE:ATTR")
-    map_.add_argument("--input", required=True, metavar="FILE.jsonl",
-                      help="one JSON object of keyword arguments per line ('-': stdin)")
-    map_.add_argument("--concurrency", type=int, default=10, metavar="N",
-                      help="at most N runs at a time (default 10)")
+    map_.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE.jsonl",
+        help="one JSON object of keyword arguments per line ('-': stdin)",
+    )
+    map_.add_argument(
+        "--concurrency",
+        type=int,
+        default=10,
+        metavar="N",
+        help="at most N runs at a time (default 10)",
+    )
     map_.add_argument("--output", metavar="FILE.jsonl", help="results (default: stdout)")
     map_.add_argument("--errors", metavar="FILE.jsonl", help="failures (default: stderr)")
 
     graph_ = sub.add_parser(
-        "graph", help="print the flow's structure as Mermaid or DOT, or render it",
+        "graph",
+        help="print the flow's structure as Mermaid or DOT, or render it",
         description="Print the flow's blocks and steps, with the parameters each takes and "
         "the keys it returns where known. --output FILE.svg/.png/.pdf renders through "
         "Graphviz's dot; FILE.mmd/.dot writes the text.",
     )
     graph_.add_argument("target", metavar="MODULE:ATTR")
-    graph_.add_argument("--format", choices=("mermaid", "dot"), default=None,
-                        help="text format (default mermaid)")
+    graph_.add_argument(
+        "--format", choices=("mermaid", "dot"), default=None, help="text format (default mermaid)"
+    )
     graph_.add_argument("--output", metavar="FILE", help="write or render to FILE")
 
     plugins = sub.add_parser(
-        "plugins", help="list the loaded plugins and the hooks each implements",
+        "plugins",
+        help="list the loaded plugins and the hooks each implements",
         description="List the built-in, entry-point and registered plugins. Give a MODULE to "
         "import first (for the plugins it registers), or MODULE:ATTR to add that flow's own.",
     )
