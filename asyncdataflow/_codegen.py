@@ -42,6 +42,7 @@ class _Gen:
             "_partial": functools.partial,
             "_check": rt.check_result,
             "_note": rt.note,
+            "_sync": rt.call_sync,
             "_merge": rt.merge,
             "_mergeb": rt.merge_branches,
             "_gather": rt.gather_branches,
@@ -107,14 +108,14 @@ class _Gen:
             call = f"{f}({a})"
         elif self.thread_ctx:
             sep = ", " if a else ""
-            call = f"await _loop().run_in_executor(EXEC, _partial(_cc().run, {f}{sep}{a}))"
+            call = f"await _loop().run_in_executor(EXEC, _partial(_cc().run, _sync, {f}{sep}{a}))"
         else:
             sep = ", " if a else ""
-            call = f"await _loop().run_in_executor(EXEC, _partial({f}{sep}{a}))"
+            call = f"await _loop().run_in_executor(EXEC, _partial(_sync, {f}{sep}{a}))"
         return [
             "try:",
             f"    r = {call}",
-            "except Exception as e:",
+            "except BaseException as e:",
             f"    _note(e, {s}, FLOWNAME)",
             "    raise",
             "if r.__class__ is not dict:",
@@ -128,7 +129,7 @@ class _Gen:
 
     def fn_branch(self, fn: Fn) -> str:
         name = self.const("fn_", None)
-        body = [*self.call_fn(fn), self.combine(fn.info.name), "return d"]
+        body = [*self.call_fn(fn), self.combine(f"{fn.info.name} ({fn.path})"), "return d"]
         self.emit_function(name, body)
         return name
 
@@ -158,11 +159,14 @@ class _Gen:
                 else:
                     body.append("    " + self.skip(item)[0] if self.skip_hooks else "    pass")
                 body.append("else:")
-                run = [*self.call_fn(item, fetched=True), self.combine(item.info.name)]
+                run = [
+                    *self.call_fn(item, fetched=True),
+                    self.combine(f"{item.info.name} ({item.path})"),
+                ]
                 body += ["    " + line for line in run]
                 continue
             if isinstance(item, Fn):
-                run = [*self.call_fn(item), self.combine(item.info.name)]
+                run = [*self.call_fn(item), self.combine(f"{item.info.name} ({item.path})")]
             else:
                 sub = self.seq(item, guard_checked=True)
                 run = [f"d = await {sub}(d, run, init)"]
@@ -189,7 +193,7 @@ class _Gen:
         for branch in block.items:
             if isinstance(branch, Fn):
                 fn = self.fn_branch(branch)
-                label = branch.info.name
+                label = f"{branch.info.name} ({branch.path})"
             else:
                 fn = self.seq(branch, guard_checked=True)
                 label = f"branch {branch.path}"

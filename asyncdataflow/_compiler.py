@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
+    DataFlowDefinitionError,
     DataFlowEmptyError,
     DataFlowFunctionArgsError,
     DataFlowNotCallableError,
@@ -38,6 +39,8 @@ class Fn:
     #: (name, default) for every parameter; default is inspect.Parameter.empty if required
     params: tuple[tuple[str, Any], ...]
     outputs: tuple[str, ...] | None = None
+    #: the step(...) object whose limit this step obeys (shared wherever it is used)
+    options: StepOptions | None = None
 
     @property
     def path(self) -> str:
@@ -146,6 +149,8 @@ def unwrap_step(func: Any) -> Any:
             func = func.func
         elif hasattr(func, MAPPED_ATTR):
             func = getattr(func, MAPPED_ATTR)
+        elif inspect.ismethod(func):  # client.fetch: the client owns what is to close
+            func = func.__self__
         else:
             return func
 
@@ -177,7 +182,17 @@ class Compiler:
         if isinstance(item, tuple):
             return self._block(item, path, concurrent=nested_concurrent)
         if isinstance(item, self.flow_cls):
-            inner = self._block(item.definition, path, concurrent=False)
+            if item.infinity_loop:
+                raise DataFlowDefinitionError(
+                    f"{path}: flow {item.name!r} is an infinity loop; a nested flow runs once "
+                    f"as a sequential block. Nest a flow built without infinity_loop=True."
+                )
+            outer_retry = self.default_retry
+            self.default_retry = item.retry or outer_retry  # its own default wins inside
+            try:
+                inner = self._block(item.definition, path, concurrent=False)
+            finally:
+                self.default_retry = outer_retry
             inner.name = item.name
             return inner
         if isinstance(item, (list, set, frozenset, dict)):
@@ -196,6 +211,12 @@ class Compiler:
     def _fn(self, item: Any, path: str, parent: str) -> Fn:
         opts = item if isinstance(item, StepOptions) else None
         func = opts.func if opts else item
+        if isinstance(func, self.flow_cls):
+            raise DataFlowDefinitionError(
+                f"{path}: step() options cannot wrap flow {func.name!r}. Put the flow in "
+                f"the definition as it is, and give its own steps the options (or pass "
+                f"retry= to DataFlow for a default)."
+            )
         if not callable(func):
             raise DataFlowNotCallableError(f"{path}: step({func!r}) wraps a non-callable")
         params = analyze_signature(func, f"{path} ({callable_name(func)})")
@@ -216,4 +237,4 @@ class Compiler:
             limit=opts.limit if opts else None,
         )
         outputs = getattr(func, "__asyncdataflow_outputs__", None)
-        return Fn(info, params, tuple(outputs) if outputs else None)
+        return Fn(info, params, tuple(outputs) if outputs else None, opts)

@@ -8,8 +8,9 @@ import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -31,10 +32,26 @@ logger = logging.getLogger("asyncdataflow")
 Data = dict[str, Any]
 
 
+_NO_NOTE = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 def note(error: BaseException, info: StepInfo, flow_name: str) -> None:
-    error.add_note(
-        f"asyncdataflow: raised by step {info.name!r} at {info.path} of flow {flow_name!r}"
-    )
+    """Say which step raised ``error``, once (a step may re-raise one stored exception)."""
+    if isinstance(error, _NO_NOTE):
+        return
+    text = f"asyncdataflow: raised by step {info.name!r} at {info.path} of flow {flow_name!r}"
+    if text not in getattr(error, "__notes__", ()):
+        error.add_note(text)
+
+
+def call_sync(func: Any, /, **kwargs: Any) -> Any:
+    """Call a sync step in a worker thread or process. A StopIteration cannot cross into
+    an asyncio future (the run would hang), so it becomes a RuntimeError, as PEP 479 does
+    for a coroutine."""
+    try:
+        return func(**kwargs)
+    except StopIteration as exc:
+        raise RuntimeError("step raised StopIteration") from exc
 
 
 def retry_note(policy: Retry, error: BaseException, attempt: int) -> str:
@@ -201,6 +218,47 @@ class Hooks:
                 logger.exception("asyncdataflow: plugin %r failed in hook %s", plugin, name)
 
 
+_LIMITS: WeakKeyDictionary[Any, WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]]
+_LIMITS = WeakKeyDictionary()
+
+
+def _release_threadsafe(loop: asyncio.AbstractEventLoop, sem: asyncio.Semaphore) -> None:
+    try:
+        loop.call_soon_threadsafe(sem.release)
+    except RuntimeError:  # the loop is closed: nobody waits for the slot any more
+        pass
+
+
+class _ThreadSlot:
+    """One slot of a limit held by a sync step in a worker thread: released exactly once,
+    by the worker when the call ends, or on the loop when the call never started."""
+
+    __slots__ = ("lock", "loop", "sem", "state")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sem: asyncio.Semaphore) -> None:
+        self.loop, self.sem = loop, sem
+        self.lock = threading.Lock()
+        self.state = "waiting"
+
+    def run(self, func: Any, /, **kwargs: Any) -> Any:  # in the worker thread
+        with self.lock:
+            if self.state == "abandoned":
+                return None  # the awaiting side gave up before the call started
+            self.state = "running"
+        try:
+            return call_sync(func, **kwargs)
+        finally:
+            with self.lock:
+                self.state = "done"
+            _release_threadsafe(self.loop, self.sem)
+
+    def leave(self) -> None:  # on the loop, once the await has ended, however it ended
+        with self.lock:
+            if self.state == "waiting":
+                self.state = "abandoned"
+                self.sem.release()
+
+
 class StepRunner:
     """The instrumented call of one step: hooks, limit, timeout, retries."""
 
@@ -217,8 +275,9 @@ class StepRunner:
         self.ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
         info = fn.info
         self.plain_async = info.is_async and info.limit is None and info.timeout is None
-        # shared by every run of the flow, and kept across rebuilds of its plan
-        self._sems = flow._semaphores.setdefault(fn.info.path, WeakKeyDictionary())
+        # a limit belongs to its step(...) object: shared by every run of every flow that
+        # holds it, and kept across rebuilds of a plan
+        self._sems = _LIMITS.setdefault(fn.options, WeakKeyDictionary()) if fn.options else None
 
     def kwargs(self, data: Data) -> Data:
         return {
@@ -235,27 +294,51 @@ class StepRunner:
             return info.func(**kw)
         loop = asyncio.get_running_loop()
         if self.ctx:
-            call = functools.partial(contextvars.copy_context().run, info.func, **kw)
+            call = functools.partial(contextvars.copy_context().run, call_sync, info.func, **kw)
         else:
-            call = functools.partial(info.func, **kw)
+            call = functools.partial(call_sync, info.func, **kw)
         return await loop.run_in_executor(self.executor, call)
+
+    def _semaphore(self, loop: asyncio.AbstractEventLoop, limit: int) -> asyncio.Semaphore:
+        assert self._sems is not None
+        sem = self._sems.get(loop)
+        if sem is None:
+            sem = self._sems[loop] = asyncio.Semaphore(limit)
+        return sem
+
+    async def _timed(self, awaitable: Awaitable[Any]) -> Any:
+        if self.info.timeout is None:
+            return await awaitable
+        async with asyncio.timeout(self.info.timeout):
+            return await awaitable
 
     async def _guarded(self, kw: Data) -> Any:
         info = self.info
-        if info.limit is not None:
-            loop = asyncio.get_running_loop()
-            sem = self._sems.get(loop)
-            if sem is None:
-                sem = self._sems[loop] = asyncio.Semaphore(info.limit)
+        if info.limit is None:
+            return await self._timed(self._call(kw))
+        loop = asyncio.get_running_loop()
+        sem = self._semaphore(loop, info.limit)
+        if info.is_async or info.inline:
             async with sem:
-                if info.timeout is not None:
-                    async with asyncio.timeout(info.timeout):
-                        return await self._call(kw)
-                return await self._call(kw)
-        if info.timeout is not None:
-            async with asyncio.timeout(info.timeout):
-                return await self._call(kw)
-        return await self._call(kw)
+                return await self._timed(self._call(kw))
+        # a sync step keeps running in its worker after a timeout or a cancellation:
+        # its slot is freed when the worker is done, not when the await gives up
+        await sem.acquire()
+        if self.ctx:
+            slot = _ThreadSlot(loop, sem)
+            call = functools.partial(contextvars.copy_context().run, slot.run, info.func, **kw)
+            try:
+                return await self._timed(loop.run_in_executor(self.executor, call))
+            finally:
+                slot.leave()
+        assert self.executor is not None
+        try:
+            cf = self.executor.submit(call_sync, info.func, **kw)
+        except BaseException:
+            sem.release()
+            raise
+        cf.add_done_callback(lambda _: _release_threadsafe(loop, sem))
+        return await self._timed(asyncio.wrap_future(cf))
 
     async def __call__(self, data: Data, run: RunInfo | None) -> Data:
         info, hooks, flow = self.info, self.hooks, self.flow
@@ -292,10 +375,9 @@ class StepRunner:
                     except Exception:
                         logger.exception("asyncdataflow: step_retry_delay hook failed")
                 if delay is None:
-                    if isinstance(error, Exception):
-                        if info.retry is not None:
-                            error.add_note(retry_note(info.retry, error, attempt))
-                        note(error, info, flow.name)
+                    if info.retry is not None and isinstance(error, Exception):
+                        error.add_note(retry_note(info.retry, error, attempt))
+                    note(error, info, flow.name)
                     raise
                 if hooks.step_level:
                     emit(
@@ -310,7 +392,20 @@ class StepRunner:
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
-            result = check_result(raw, info)
+            try:
+                result = check_result(raw, info)
+            except DataFlowFunctionResultError as error:  # a bug, not a fault: no retry
+                if hooks.step_level:
+                    emit(
+                        "on_step_error",
+                        flow=flow,
+                        run=run,
+                        step=info,
+                        error=error,
+                        attempt=attempt,
+                        duration=time.perf_counter() - started,
+                    )
+                raise
             if hooks.step_level:
                 emit(
                     "after_step_run",

@@ -25,7 +25,7 @@ def _check_name(name: Any, what: str) -> str:
 
 def _wrong_length(name: str, names: tuple[str, ...], value: Any) -> ArgsMapperError:
     return ArgsMapperError(
-        f"args_mapper({name}): output={list(names)} expects a tuple of {len(names)} "
+        f"args_mapper({name}): output={list(names)} expects a tuple (or list) of {len(names)} "
         f"values, got {type(value).__name__}"
         + (f" of {len(value)}" if hasattr(value, "__len__") else "")
     )
@@ -61,6 +61,13 @@ def args_mapper(
     signature shows the flow-side names, so routing works through it.
     """
     name = callable_name(func)
+    from .flow import DataFlow
+
+    if isinstance(func, DataFlow):
+        raise ArgsMapperError(
+            f"args_mapper cannot wrap flow {func.name!r}: a nested flow reads and writes the "
+            f"flow's names directly. Map the names on its first and last steps instead."
+        )
     inner = func.func if isinstance(func, StepOptions) else func
     if inner is not func:
         raise ArgsMapperError(
@@ -78,6 +85,11 @@ def args_mapper(
             )
         _check_name(flow_key, "input key")
     outer_names = [input.get(p, p) for p in param_names]
+    reserved = [n for n in outer_names if n.startswith("_adf_")]
+    if reserved:
+        raise ArgsMapperError(
+            f"args_mapper({name}): names starting with _adf_ are reserved: {reserved}"
+        )
     dupes = {n for n in outer_names if outer_names.count(n) > 1}
     if dupes:
         raise ArgsMapperError(
@@ -85,11 +97,11 @@ def args_mapper(
         )
 
     ns: dict[str, Any] = {
-        "func": func,
+        "_adf_func": func,
         "ArgsMapperError": ArgsMapperError,
-        "_wrong_length": _wrong_length,
-        "_missing_keys": _missing_keys,
-        "NAME": name,
+        "_adf_wrong_length": _wrong_length,
+        "_adf_missing_keys": _missing_keys,
+        "_adf_name": name,
     }
     sig_parts: list[str] = []
     call_parts: list[str] = []
@@ -97,40 +109,44 @@ def args_mapper(
         if default is _compiler_empty():
             sig_parts.append(outer)
         else:
-            ns[f"_d_{outer}"] = default
-            sig_parts.append(f"{outer}=_d_{outer}")
+            ns[f"_adf_d_{outer}"] = default
+            sig_parts.append(f"{outer}=_adf_d_{outer}")
         call_parts.append(f"{p}={outer}")
 
     outputs: tuple[str, ...] | None
     if output is None:
-        ret = ["return r"]
+        ret = ["return _adf_r"]
         outputs = None
     elif isinstance(output, str):
         _check_name(output, "output")
-        ret = [f"return {{{output!r}: r}}"]
+        ret = [f"return {{{output!r}: _adf_r}}"]
         outputs = (output,)
     elif isinstance(output, Mapping):
         for v in output.values():
             _check_name(v, "output name")
-        ns["KEYS"] = list(output)
-        pairs = ", ".join(f"{v!r}: r[{k!r}]" for k, v in output.items())
+        ns["_adf_keys"] = list(output)
+        pairs = ", ".join(f"{v!r}: _adf_r[{k!r}]" for k, v in output.items())
         ret = [
             "try:",
             f"    return {{{pairs}}}",
             "except (KeyError, TypeError):",
-            "    raise _missing_keys(NAME, KEYS, r) from None",
+            "    raise _adf_missing_keys(_adf_name, _adf_keys, _adf_r) from None",
         ]
         outputs = tuple(output.values())
     elif isinstance(output, (list, tuple)):
         names = tuple(_check_name(n, "output name") for n in output)
-        ns["NAMES"] = names
-        unpack = ", ".join(f"v{i}" for i in range(len(names))) + ("," if len(names) == 1 else "")
-        pairs = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
+        ns["_adf_names"] = names
+        unpack = ", ".join(f"_adf_v{i}" for i in range(len(names))) + (
+            "," if len(names) == 1 else ""
+        )
+        pairs = ", ".join(f"{n!r}: _adf_v{i}" for i, n in enumerate(names))
         ret = [
+            "if not isinstance(_adf_r, (tuple, list)):",
+            "    raise _adf_wrong_length(_adf_name, _adf_names, _adf_r)",
             "try:",
-            f"    {unpack} = r",
-            "except (ValueError, TypeError):",
-            "    raise _wrong_length(NAME, NAMES, r) from None",
+            f"    {unpack} = _adf_r",
+            "except ValueError:",
+            "    raise _adf_wrong_length(_adf_name, _adf_names, _adf_r) from None",
             f"return {{{pairs}}}",
         ]
         outputs = names
@@ -147,8 +163,8 @@ def args_mapper(
         if is_async
         else (f"def mapped({'*, ' if sig else ''}{sig}):")
     )
-    call = f"{'await ' if is_async else ''}func({', '.join(call_parts)})"
-    src = "\n".join([head, f"    r = {call}", *("    " + line for line in ret)])
+    call = f"{'await ' if is_async else ''}_adf_func({', '.join(call_parts)})"
+    src = "\n".join([head, f"    _adf_r = {call}", *("    " + line for line in ret)])
     exec(compile(src, f"<args_mapper {name}>", "exec"), ns)
     mapped = ns["mapped"]
     mapped.__qualname__ = mapped.__name__ = f"args_mapper({name})"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from . import _runtime as rt
 from . import plugin_manager as _plugins
@@ -26,7 +26,7 @@ _VISIBILITIES = ("previous", "initial", "all")
 
 
 class _LoopState:
-    __slots__ = ("event", "stopped")
+    __slots__ = ("__weakref__", "event", "stopped")
 
     def __init__(self) -> None:
         self.stopped = False
@@ -89,10 +89,9 @@ class DataFlow:
         self.name = name or f"DataFlow@{id(self):x}"
         self.plan: Block = Compiler(retry).compile(definition, DataFlow)
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
-        self._loops: set[_LoopState] = set()
-        self._semaphores: dict[
-            str, WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        ] = {}
+        # running infinity loops, registered when called (so stop() right after
+        # create_task reaches them) and forgotten with their coroutine
+        self._loops: weakref.WeakSet[_LoopState] = weakref.WeakSet()
         self._version = -1
         self._build()
 
@@ -106,7 +105,7 @@ class DataFlow:
         # equal to the plugin version only while the plan is current and calls no hook
         self._fast = self._version if not (self.infinity_loop or self._hooks.any) else -1
         if self.infinity_loop:
-            self._entry: Callable[[Result], Awaitable[Result]] = self._loop
+            self._entry: Callable[[Result], Awaitable[Result]] = self._start_loop
         else:
             self._entry = self._observed
 
@@ -171,9 +170,12 @@ class DataFlow:
                 )
             del error
 
-    async def _loop(self, kwargs: Result) -> Result:
+    def _start_loop(self, kwargs: Result) -> Awaitable[Result]:
         state = _LoopState()
         self._loops.add(state)
+        return self._loop(kwargs, state)
+
+    async def _loop(self, kwargs: Result, state: _LoopState) -> Result:
         try:
             iteration = 0
             while True:
@@ -248,7 +250,7 @@ class DataFlow:
         def done(task: asyncio.Task[Result]) -> None:
             nonlocal running, failed
             running -= 1
-            if not task.cancelled() and task.exception() is not None and not return_exceptions:
+            if not return_exceptions and (task.cancelled() or task.exception() is not None):
                 failed = True
             if wakeup is not None and not wakeup.done():
                 wakeup.set_result(None)
@@ -279,13 +281,14 @@ class DataFlow:
                 head = pending[0]
                 if head.done():
                     pending.popleft()
-                    error = head.exception()
-                    if error is not None:
+                    try:
+                        result = head.result()
+                    except BaseException as error:  # a run's CancelledError too
                         if not return_exceptions:
-                            raise error
+                            raise
                         yield error
                     else:
-                        yield head.result()
+                        yield result
                     continue
                 wakeup = loop.create_future()
                 await wakeup
@@ -327,7 +330,13 @@ class DataFlow:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        if exc is None:
+            await self.aclose()
+            return
+        try:  # the body's exception is the one that matters: do not replace it
+            await self.aclose()
+        except Exception:
+            rt.logger.exception("asyncdataflow: closing flow %r failed", self.name)
 
     # -- looking at it --------------------------------------------------------------
 

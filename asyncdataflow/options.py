@@ -78,7 +78,7 @@ class Retry:
         return pause
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class StepOptions:
     """What :func:`step` attaches to a callable (read by the compiler)."""
 

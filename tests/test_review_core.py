@@ -1,8 +1,8 @@
 """Review of the core against SPEC 1-6 and 9: odd but legal definitions, cancellation at
 awkward moments, BaseExceptions, shared objects, error messages.
 
-Tests marked ``xfail(strict=True)`` show a deviation still to be fixed in the core; the
-others cover SPEC lines that had no test which would fail if the behaviour broke."""
+Each test either pinned a deviation the review found (since fixed in the core) or covers
+a SPEC line that had no test which would fail if the behaviour broke."""
 
 from __future__ import annotations
 
@@ -26,11 +26,6 @@ from asyncdataflow.exceptions import (
 # -- bugs -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="args_mapper's generated wrapper names its global `func`; a parameter named "
-    "`func` shadows it and the wrapper calls the flow's value instead of the function",
-)
 async def test_args_mapper_wraps_a_function_with_a_parameter_named_func():
     def apply(func, x):
         return func(x)
@@ -39,11 +34,6 @@ async def test_args_mapper_wraps_a_function_with_a_parameter_named_func():
     assert await flow(func=abs, x=-3) == {"y": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sync step raising StopIteration in the executor: asyncio cannot set it on the "
-    "future (TypeError in a callback) and the run never finishes",
-)
 async def test_sync_step_raising_stop_iteration_fails_the_run_instead_of_hanging():
     def exhausted(x):
         return next(iter([]))
@@ -54,11 +44,6 @@ async def test_sync_step_raising_stop_iteration_fails_the_run_instead_of_hanging
     assert "definition[0]" in info.value.__notes__[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the note is added on every raise: a step re-raising one stored exception "
-    "(a failed shared future, a cached error) grows its __notes__ without bound",
-)
 async def test_a_reraised_exception_object_gets_the_step_note_only_once():
     shared = ConnectionError("pool is down")
 
@@ -72,11 +57,6 @@ async def test_a_reraised_exception_object_gets_the_step_note_only_once():
     assert len(shared.__notes__) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="map(return_exceptions=True) calls head.exception() on a cancelled run task, so "
-    "a CancelledError raised by one run escapes to the consumer instead of being yielded",
-)
 async def test_map_return_exceptions_yields_a_cancelled_error_raised_by_a_run():
     async def maybe_cancelled(x):
         if x == 1:
@@ -92,11 +72,6 @@ async def test_map_return_exceptions_yields_a_cancelled_error_raised_by_a_run():
     assert isinstance(out[1], asyncio.CancelledError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a loop registers itself only when its coroutine starts: stop() between "
-    "create_task and the task's first step is lost and the loop runs forever",
-)
 async def test_stop_right_after_create_task_stops_the_loop():
     async def tick(x):
         return {"x": x}
@@ -110,11 +85,6 @@ async def test_stop_right_after_create_task_stops_the_loop():
         task.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the limit's semaphore is released when the timeout cancels the await, while "
-    "the sync function keeps running in its thread: the limit is exceeded",
-)
 async def test_limit_holds_for_a_sync_step_whose_timeout_fired():
     release = threading.Event()
     lock = threading.Lock()
@@ -138,11 +108,6 @@ async def test_limit_holds_for_a_sync_step_whose_timeout_fired():
     assert running[1] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step's options are per position: one step(f, limit=1) object used in two "
-    "branches gets two semaphores and runs twice at once",
-)
 async def test_a_step_options_object_used_twice_shares_its_limit():
     running = [0, 0]
 
@@ -158,11 +123,6 @@ async def test_a_step_options_object_used_twice_shares_its_limit():
     assert running[1] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_result raises after before_step_run but neither after_step_run nor "
-    "on_step_error is emitted: a tracing span or a timer for the step never ends",
-)
 async def test_a_wrong_result_type_is_reported_to_on_step_error():
     events: list[str] = []
 
@@ -187,11 +147,6 @@ async def test_a_wrong_result_type_is_reported_to_on_step_error():
     assert events == ["before", "DataFlowFunctionResultError"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="merge errors name function branches by name only: two partials of one "
-    "function read 'partial(fetch) and partial(fetch)', with no place",
-)
 async def test_merge_error_names_the_places_of_two_branches_with_the_same_name():
     async def fetch(url):
         return {"data": url}
@@ -202,11 +157,6 @@ async def test_merge_error_names_the_places_of_two_branches_with_the_same_name()
     assert "definition[0][0]" in str(info.value) and "definition[0][1]" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an inlined flow is compiled with the outer flow's default retry; its own "
-    "retry= policy is silently dropped (README lists visibility, executor, plugins only)",
-)
 async def test_a_nested_flow_keeps_its_own_default_retry():
     calls = [0]
 
@@ -220,11 +170,6 @@ async def test_a_nested_flow_keeps_its_own_default_retry():
     assert await DataFlow((inner,))() == {"ok": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a nested DataFlow(infinity_loop=True) silently runs once; the option is lost "
-    "without a word",
-)
 def test_a_nested_infinity_loop_flow_is_refused_at_definition():
     async def tick(x):
         return {"x": x}
@@ -234,11 +179,6 @@ def test_a_nested_infinity_loop_flow_is_refused_at_definition():
         DataFlow((tick, inner))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="step(sub_flow, ...) is treated as a function with *args; the hint says "
-    "'def step(a, b): return DataFlow(a, b)', which is nonsense for a nested flow",
-)
 def test_step_options_around_a_nested_flow_get_a_fitting_message():
     async def tick(x):
         return {"x": x}
@@ -249,11 +189,6 @@ def test_step_options_around_a_nested_flow_get_a_fitting_message():
     assert "definition[0]" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="output=[...] unpacks any iterable: a returned dict is zipped by its keys "
-    "(a set in hash order), silently; SPEC says a returned tuple",
-)
 async def test_args_mapper_list_output_refuses_a_returned_dict():
     def pair():
         return {"p": 1, "q": 2}
@@ -262,11 +197,6 @@ async def test_args_mapper_list_output_refuses_a_returned_dict():
         await DataFlow((args_mapper(pair, output=["a", "b"]),))()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="questionable: a bound method step (client.fetch) is not unwrapped to its "
-    "object, so the client's aclose() is never called by flow.aclose()",
-)
 async def test_aclose_closes_the_object_behind_a_bound_method_step():
     class Client:
         closed = 0
