@@ -344,30 +344,28 @@ class StepRunner:
         info, hooks, flow = self.info, self.hooks, self.flow
         kw = self.kwargs(data)
         attempt = 1
-        emit = hooks.emit
-        while True:
+
+        def tell(hook: str, **facts: Any) -> None:
             if hooks.step_level:
-                emit("before_step_run", flow=flow, run=run, step=info, attempt=attempt, input=data)
+                hooks.emit(hook, flow=flow, run=run, step=info, attempt=attempt, **facts)
+
+        while True:
+            tell("before_step_run", input=data)
             started = time.perf_counter()
             try:
                 if self.plain_async:
                     raw = await info.func(**kw)
                 else:
                     raw = await self._guarded(kw)
+                result = check_result(raw, info)
             except BaseException as error:
-                duration = time.perf_counter() - started
-                if hooks.step_level:
-                    emit(
-                        "on_step_error",
-                        flow=flow,
-                        run=run,
-                        step=info,
-                        error=error,
-                        attempt=attempt,
-                        duration=duration,
-                    )
+                tell("on_step_error", error=error, duration=time.perf_counter() - started)
                 delay = None
-                if info.retry is not None and isinstance(error, Exception):
+                # a wrong result type is a bug, not a fault: never retried
+                retryable = isinstance(error, Exception) and not isinstance(
+                    error, DataFlowFunctionResultError
+                )
+                if info.retry is not None and retryable:
                     try:
                         delay = hooks.retry_decider(
                             flow=flow, run=run, step=info, error=error, attempt=attempt
@@ -375,47 +373,16 @@ class StepRunner:
                     except Exception:
                         logger.exception("asyncdataflow: step_retry_delay hook failed")
                 if delay is None:
-                    if info.retry is not None and isinstance(error, Exception):
+                    if info.retry is not None and retryable:
                         error.add_note(retry_note(info.retry, error, attempt))
-                    note(error, info, flow.name)
+                    if not isinstance(error, DataFlowFunctionResultError):
+                        note(error, info, flow.name)
                     raise
-                if hooks.step_level:
-                    emit(
-                        "on_step_retry",
-                        flow=flow,
-                        run=run,
-                        step=info,
-                        error=error,
-                        attempt=attempt,
-                        delay=delay,
-                    )
+                tell("on_step_retry", error=error, delay=delay)
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
-            try:
-                result = check_result(raw, info)
-            except DataFlowFunctionResultError as error:  # a bug, not a fault: no retry
-                if hooks.step_level:
-                    emit(
-                        "on_step_error",
-                        flow=flow,
-                        run=run,
-                        step=info,
-                        error=error,
-                        attempt=attempt,
-                        duration=time.perf_counter() - started,
-                    )
-                raise
-            if hooks.step_level:
-                emit(
-                    "after_step_run",
-                    flow=flow,
-                    run=run,
-                    step=info,
-                    result=result,
-                    duration=time.perf_counter() - started,
-                    attempt=attempt,
-                )
+            tell("after_step_run", result=result, duration=time.perf_counter() - started)
             return result
 
 
