@@ -344,13 +344,10 @@ class StepRunner:
         info, hooks, flow = self.info, self.hooks, self.flow
         kw = self.kwargs(data)
         attempt = 1
-
-        def tell(hook: str, **facts: Any) -> None:
-            if hooks.step_level:
-                hooks.emit(hook, flow=flow, run=run, step=info, attempt=attempt, **facts)
-
+        tell = hooks.emit if hooks.step_level else None
         while True:
-            tell("before_step_run", input=data)
+            if tell:
+                tell("before_step_run", flow=flow, run=run, step=info, attempt=attempt, input=data)
             started = time.perf_counter()
             try:
                 if self.plain_async:
@@ -359,7 +356,12 @@ class StepRunner:
                     raw = await self._guarded(kw)
                 result = check_result(raw, info)
             except BaseException as error:
-                tell("on_step_error", error=error, duration=time.perf_counter() - started)
+                if tell:
+                    duration = time.perf_counter() - started
+                    tell(
+                        "on_step_error", flow=flow, run=run, step=info, attempt=attempt,
+                        error=error, duration=duration,
+                    )  # fmt: skip
                 delay = None
                 # a wrong result type is a bug, not a fault: never retried
                 retryable = isinstance(error, Exception) and not isinstance(
@@ -378,11 +380,20 @@ class StepRunner:
                     if not isinstance(error, DataFlowFunctionResultError):
                         note(error, info, flow.name)
                     raise
-                tell("on_step_retry", error=error, delay=delay)
+                if tell:
+                    tell(
+                        "on_step_retry", flow=flow, run=run, step=info, attempt=attempt,
+                        error=error, delay=delay,
+                    )  # fmt: skip
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
-            tell("after_step_run", result=result, duration=time.perf_counter() - started)
+            if tell:
+                duration = time.perf_counter() - started
+                tell(
+                    "after_step_run", flow=flow, run=run, step=info, attempt=attempt,
+                    result=result, duration=duration,
+                )  # fmt: skip
             return result
 
 
