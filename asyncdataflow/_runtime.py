@@ -8,6 +8,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Coroutine, Iterable, Mapping
@@ -176,6 +177,21 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
             t.exception()
 
 
+hook_logger = logging.getLogger("asyncdataflow.hooks")
+
+
+def _traced(hook: str, plugin: str, func: Any) -> Any:
+    """``ASYNCDATAFLOW_TRACE_HOOKS=1``: log every observer hook call (DEBUG, logger
+    ``asyncdataflow.hooks``) with the plugin and the names of the arguments it got."""
+
+    @functools.wraps(func)
+    def traced(**kwargs: Any) -> Any:
+        hook_logger.debug("hook %s -> plugin %s (%s)", hook, plugin, ", ".join(kwargs))
+        return func(**kwargs)
+
+    return traced
+
+
 class Hooks:
     """Per flow: the implementations of each observer hook, called one by one so that a
     failing observer is logged and never breaks a run."""
@@ -201,6 +217,8 @@ class Hooks:
                 for i in reversed(hook.get_hookimpls())
                 if not (i.hookwrapper or getattr(i, "wrapper", False))
             ]
+            if os.environ.get("ASYNCDATAFLOW_TRACE_HOOKS"):
+                impls = [(_traced(name, plugin, f), args, plugin) for f, args, plugin in impls]
             self.impls[name] = tuple(impls)
         self.retry_decider = pm.hook.step_retry_delay
         self.any = any(self.impls.values())

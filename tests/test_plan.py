@@ -93,3 +93,15 @@ async def test_observer_wrappers_are_not_called_but_plain_implementations_are():
 
     await DataFlow((a,), plugins=[Wrapping(), Plain()])(x=1)
     assert calls == ["plain"]
+
+
+async def test_trace_switch_logs_every_observer_hook_call(monkeypatch, caplog):
+    monkeypatch.setenv("ASYNCDATAFLOW_TRACE_HOOKS", "1")
+    plugin = Counting()
+    flow = DataFlow((a, b), plugins=[plugin])
+    with caplog.at_level("DEBUG", logger="asyncdataflow.hooks"):
+        await flow(x=1)
+    traced = [r.getMessage() for r in caplog.records if r.name == "asyncdataflow.hooks"]
+    assert len(traced) == 2 and plugin.steps == 2
+    assert traced[0].startswith("hook after_step_run -> plugin ")
+    assert traced[0].endswith("(step)")
