@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 try:
-    import aiomysql  # type: ignore[import-untyped]
-    import pymysql  # type: ignore[import-untyped]
+    import aiomysql as aiomysql  # type: ignore[import-untyped]  # re-exported to _steps
+    import pymysql as pymysql  # type: ignore[import-untyped]
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         'asyncdataflow.plugins.mysql needs aiomysql and PyMySQL: '
