@@ -318,10 +318,15 @@ class StepRunner:
         return await loop.run_in_executor(self.executor, call)
 
     def _semaphore(self, loop: asyncio.AbstractEventLoop, limit: int) -> asyncio.Semaphore:
-        assert self._sems is not None
-        sem = self._sems.get(loop)
+        sems = self._sems
+        assert sems is not None
+        sem = sems.get(loop)
         if sem is None:
-            sem = self._sems[loop] = asyncio.Semaphore(limit)
+            # a semaphore that had a waiter holds its loop: forget closed loops here, or
+            # every asyncio.run() would leave one behind for as long as the step lives
+            for old in [lp for lp in sems if lp.is_closed()]:
+                del sems[old]
+            sem = sems[loop] = asyncio.Semaphore(limit)
         return sem
 
     async def _timed(self, awaitable: Awaitable[Any]) -> Any:
@@ -331,14 +336,18 @@ class StepRunner:
             return await awaitable
 
     async def _guarded(self, kw: Data) -> Any:
-        info = self.info
-        if info.limit is None:
+        # the timeout covers the wait for a limit's slot: it bounds the whole attempt
+        if self.info.limit is None:
             return await self._timed(self._call(kw))
+        return await self._timed(self._limited(kw, self.info.limit))
+
+    async def _limited(self, kw: Data, limit: int) -> Any:
+        info = self.info
         loop = asyncio.get_running_loop()
-        sem = self._semaphore(loop, info.limit)
+        sem = self._semaphore(loop, limit)
         if info.is_async or info.inline:
             async with sem:
-                return await self._timed(self._call(kw))
+                return await self._call(kw)
         # a sync step keeps running in its worker after a timeout or a cancellation:
         # its slot is freed when the worker is done, not when the await gives up
         await sem.acquire()
@@ -346,17 +355,17 @@ class StepRunner:
             slot = _ThreadSlot(loop, sem)
             call = functools.partial(contextvars.copy_context().run, slot.run, info.func, **kw)
             try:
-                return await self._timed(loop.run_in_executor(self.executor, call))
+                return await loop.run_in_executor(self.executor, call)
             finally:
                 slot.leave()
         assert self.executor is not None
-        try:
-            cf = self.executor.submit(call_sync, info.func, **kw)
+        try:  # one callable: the step's own parameters never meet submit()'s
+            cf = self.executor.submit(functools.partial(call_sync, info.func, **kw))
         except BaseException:
             sem.release()
             raise
         cf.add_done_callback(lambda _: _release_threadsafe(loop, sem))
-        return await self._timed(asyncio.wrap_future(cf))
+        return await asyncio.wrap_future(cf)
 
     async def __call__(self, data: Data, run: RunInfo | None) -> Data:
         info, hooks, flow = self.info, self.hooks, self.flow
@@ -394,7 +403,9 @@ class StepRunner:
                         logger.exception("asyncdataflow: step_retry_delay hook failed")
                 if delay is None:
                     if info.retry is not None and retryable:
-                        error.add_note(retry_note(info.retry, error, attempt))
+                        text = retry_note(info.retry, error, attempt)
+                        if text not in getattr(error, "__notes__", ()):
+                            error.add_note(text)
                     if not isinstance(error, DataFlowFunctionResultError):
                         note(error, info, flow.name)
                     raise

@@ -116,7 +116,7 @@ class DataFlow:
 
     # -- running --------------------------------------------------------------------
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Result]:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Awaitable[Result]:
         if args:
             raise DataFlowCallError(
                 f"flow {self.name!r} takes keyword arguments only, got {len(args)} "
@@ -224,8 +224,11 @@ class DataFlow:
         ``2 * concurrency`` finished results wait for an earlier, slower one. Without
         ``return_exceptions`` the first failure stops new runs; the results before it (in
         input order) are still yielded, then its exception is raised and the runs still
-        going are cancelled. With ``return_exceptions=True`` a failed run yields its
-        exception in its place. Leaving the ``async for`` early cancels the runs in flight.
+        going are cancelled (a run that ended cancelled counts as failed: its
+        ``CancelledError`` is raised, as ``asyncio.gather`` does). With
+        ``return_exceptions=True`` a failed run yields its exception in its place.
+        Closing the generator (``contextlib.aclosing``, or leaving an ``async for`` over
+        it) cancels and awaits the runs in flight.
         """
         if not isinstance(concurrency, int) or concurrency < 1:
             raise DataFlowCallError(f"map(concurrency={concurrency!r}): must be an int >= 1")
@@ -236,7 +239,6 @@ class DataFlow:
         loop = asyncio.get_running_loop()
         window = 2 * concurrency
         pending: deque[asyncio.Task[Result]] = deque()
-        running = 0
         failed = False
         wakeup: asyncio.Future[None] | None = None
         index = 0
@@ -248,8 +250,7 @@ class DataFlow:
             ait = None
 
         def done(task: asyncio.Task[Result]) -> None:
-            nonlocal running, failed
-            running -= 1
+            nonlocal failed
             if not return_exceptions and (task.cancelled() or task.exception() is not None):
                 failed = True
             if wakeup is not None and not wakeup.done():
@@ -259,7 +260,12 @@ class DataFlow:
         try:
             while True:
                 while (
-                    not exhausted and not failed and running < concurrency and len(pending) < window
+                    not exhausted
+                    and not failed
+                    and len(pending) < window
+                    # counted, not tracked in done callbacks: those run a turn late, and
+                    # two runs ending in one turn would stall the window
+                    and sum(not t.done() for t in pending) < concurrency
                 ):
                     try:
                         kw = next(it) if it is not None else await anext(ait)  # type: ignore[arg-type]
@@ -273,7 +279,6 @@ class DataFlow:
                         )
                     index += 1
                     task: asyncio.Task[Result] = loop.create_task(self(**kw))  # type: ignore[arg-type]
-                    running += 1
                     task.add_done_callback(done)
                     pending.append(task)
                 if not pending:

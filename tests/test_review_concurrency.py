@@ -2,7 +2,8 @@
 and the submit + wrap_future path), flow.map, infinity-loop stop(), the generated guards.
 
 Every interleaving is made with events (asyncio.Event, threading.Event, a future's done
-callback), not with sleeps. A test marked xfail(strict=True) pins a bug the review found;
+callback), not with sleeps. Some tests pin bugs the review found (since fixed: map dropping
+inputs, submit() kwargs, closed loops kept alive, repeated retry notes, a `self` argument);
 the others pin behaviour that had no test which would fail if it broke."""
 
 from __future__ import annotations
@@ -132,12 +133,6 @@ KINDS = pytest.mark.parametrize("kind", ["thread", "other"])
 # -- bugs -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="map() counts running runs in a done callback that runs a loop turn later; "
-    "when the runs in flight finish together and are yielded before their callbacks "
-    "ran, the window looks full and empty at once and map() returns with inputs left",
-)
 async def test_map_does_not_drop_inputs_when_runs_in_flight_finish_together():
     release = asyncio.Event()
     consumer_gate = asyncio.Event()
@@ -164,13 +159,6 @@ async def test_map_does_not_drop_inputs_when_runs_in_flight_finish_together():
     assert out == [0, 1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with a limit on a non-thread executor the kwargs go straight into "
-    "executor.submit(call_sync, func, **kw): a step parameter named like a parameter of "
-    "the executor's submit (fn for Dask's ClientExecutor; key, workers, pure... are even "
-    "swallowed by Dask) breaks, although the same step without a limit works",
-)
 async def test_limit_on_a_non_thread_executor_passes_a_parameter_named_fn():
     def use(fn):
         return {"out": fn}
@@ -183,11 +171,6 @@ async def test_limit_on_a_non_thread_executor_passes_a_parameter_named_fn():
         ex.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the step note is added once, but the retry note ('gave up: ...') is added "
-    "again each time the same exception object is raised",
-)
 async def test_a_reraised_exception_object_gets_the_retry_note_only_once():
     shared = ConnectionError("pool is down")
 
@@ -201,12 +184,6 @@ async def test_a_reraised_exception_object_gets_the_retry_note_only_once():
     assert len(shared.__notes__) == len(set(shared.__notes__))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_LIMITS[options] is a WeakKeyDictionary keyed by the loop, but its value (an "
-    "asyncio.Semaphore that had a waiter) holds the loop in ._loop, so the key never dies: "
-    "every closed loop stays alive, one per asyncio.run(), as long as the step(...) lives",
-)
 def test_a_closed_event_loop_is_not_kept_alive_by_a_step_limit():
     async def fetch(x):
         await asyncio.sleep(0)
@@ -225,12 +202,6 @@ def test_a_closed_event_loop_is_not_kept_alive_by_a_step_limit():
     assert len(_LIMITS[opts]) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DataFlow.__call__(self, *args, **kwargs) does not make self positional-only: "
-    "flow(self=...) (and map() with an input holding 'self') raises TypeError instead of "
-    "feeding a step parameter named self",
-)
 async def test_a_call_argument_named_self_reaches_the_step():
     async def method_like(self):
         return {"got": self}
@@ -636,3 +607,26 @@ async def test_no_note_is_added_to_cancellation_or_exit_signals(instrumented):
     with pytest.raises(SystemExit) as s_info:
         await DataFlow((wrap(leave),))(x=1)
     assert not getattr(s_info.value, "__notes__", None)
+
+
+async def test_a_timeout_bounds_the_wait_for_a_limit_slot_too():
+    """timeout= bounds the whole attempt: a run queued behind a stuck holder of the only
+    slot times out instead of waiting without bound. The holder is a sync step, which
+    keeps its slot after its own timeout until its thread ends."""
+    release = threading.Event()
+    calls = []
+
+    def stuck(x):
+        calls.append(x)
+        release.wait(10)
+        return {"x": x}
+
+    flow = DataFlow((step(stuck, limit=1, timeout=0.1),))
+    try:
+        with pytest.raises(TimeoutError):
+            await flow(x=1)  # times out; its thread still holds the slot
+        with pytest.raises(TimeoutError):
+            await flow(x=2)  # waits for the slot, within its timeout
+        assert calls == [1]  # the second run never got the slot
+    finally:
+        release.set()
