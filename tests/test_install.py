@@ -69,7 +69,11 @@ def setuptools_version() -> tuple[int, ...]:
 def pip(*args: str, cwd: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, f"pip {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
 
@@ -79,10 +83,18 @@ def test_the_pack_imports_from_an_installed_wheel(tmp_path: Path) -> None:
     # the sources, and a stale build/lib would leak old files into the wheel.
     src = tmp_path / "src"
     shutil.copytree(
-        ROOT, src,
+        ROOT,
+        src,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
-            ".*_cache", ".hypothesis",
+            ".git",
+            ".venv",
+            "venv",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".*_cache",
+            ".hypothesis",
         ),
     )
     wheels = tmp_path / "wheels"
@@ -102,15 +114,23 @@ def test_the_pack_imports_from_an_installed_wheel(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(site)
     out = subprocess.run(
         [sys.executable, "-W", "error", "-c", PROBE],
-        cwd=run, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=run,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
 
     modules = report["modules"]
     for name in (
-        "asyncdataflow", "asyncdataflow.flow", "asyncdataflow.plugins",
-        "asyncdataflow.plugins.http", "asyncdataflow.plugins.mysql",
+        "asyncdataflow",
+        "asyncdataflow.flow",
+        "asyncdataflow.plugins",
+        "asyncdataflow.plugins.http",
+        "asyncdataflow.plugins.mysql",
         "asyncdataflow.plugins.files",
     ):
         assert name in modules, name
@@ -141,10 +161,49 @@ def test_the_source_tree_maps_the_pack_like_an_install() -> None:
     )
     out = subprocess.run(
         [sys.executable, "-W", "error", "-c", probe],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     core, http_init, files_init = (Path(p) for p in json.loads(out.stdout))
     assert core == ROOT / "asyncdataflow" / "__init__.py"
     assert http_init == ROOT / "plugins" / "http" / "__init__.py"
     assert files_init == ROOT / "plugins" / "files" / "__init__.py"
+
+
+def test_the_core_imports_none_of_the_integration_libraries(tmp_path: Path) -> None:
+    """The core needs only pluggy: building and running a flow (entry points loaded, the
+    HTTP pack's hook plugin among them) imports no aiohttp, aiomysql or aiofiles."""
+    probe = (
+        "import asyncio, json, sys\n"
+        "from asyncdataflow import DataFlow, get_plugin_manager\n"
+        "async def f(x):\n"
+        "    return {'y': x}\n"
+        "print(asyncio.run(DataFlow((f,))(x=1)))\n"
+        "names = [n for n, _ in get_plugin_manager().list_name_plugin()]\n"
+        "heavy = ['aiohttp', 'aiomysql', 'pymysql', 'aiofiles', 'prometheus_client',\n"
+        "         'opentelemetry']\n"
+        "print(json.dumps({'plugins': names, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ASYNCDATAFLOW_LOAD_PLUGINS")
+    }
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first == "{'y': 1}"
+    report = json.loads(second)
+    assert "http" in report["plugins"]  # the entry point was loaded...
+    assert report["loaded"] == []  # ...without importing any integration library
