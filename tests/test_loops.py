@@ -96,11 +96,16 @@ async def test_stop_during_the_interval_returns_at_once():
 async def test_interval_pauses_between_iterations():
     counter = Counter()
     flow = DataFlow((counter,), infinity_loop=True, interval=0.05)
+    started = time.perf_counter()
     task = asyncio.ensure_future(flow(x=1))
-    await asyncio.sleep(0.22)
+    while counter.n < 3:
+        await asyncio.sleep(0.01)
     flow.stop()
     await task
-    assert 3 <= counter.n <= 6
+    elapsed = time.perf_counter() - started
+    # n iterations need n - 1 pauses: never more iterations than the time allows
+    assert (counter.n - 1) * 0.05 <= elapsed
+    assert counter.n >= 3
 
 
 async def test_cancelling_the_task_stops_at_once():
