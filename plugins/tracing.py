@@ -38,7 +38,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
     if not (exc.name or "").startswith("opentelemetry"):
         raise
     raise ImportError(
-        'asyncdataflow.plugins.tracing needs opentelemetry-api: '
+        "asyncdataflow.plugins.tracing needs opentelemetry-api: "
         'pip install "asyncdataflow[tracing]"'
     ) from exc
 
@@ -52,6 +52,16 @@ if TYPE_CHECKING:
 __all__ = ["TracingPlugin"]
 
 _Key = tuple[str | None, str]
+
+
+def _end(span: Any, token: object, error: BaseException | None) -> None:
+    """End a run's or a step's span (recording ``error``) and make its parent current."""
+    try:
+        if error is not None:
+            _fail(span, error)
+        span.end()
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
 
 
 class TracingPlugin:
@@ -80,8 +90,10 @@ class TracingPlugin:
 
     @hookimpl
     def before_flow_run(self, flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> None:
-        attributes: dict[str, Any] = {"asyncdataflow.flow": flow.name,
-                                      "asyncdataflow.run.id": run.id}
+        attributes: dict[str, Any] = {
+            "asyncdataflow.flow": flow.name,
+            "asyncdataflow.run.id": run.id,
+        }
         if run.iteration is not None:
             attributes["asyncdataflow.run.iteration"] = run.iteration
         span = self.tracer.start_span(f"flow {flow.name}", attributes=attributes)
@@ -96,13 +108,7 @@ class TracingPlugin:
         entry = self._runs.pop(run.id, None)
         if entry is None:
             return
-        span, token = entry
-        try:
-            if error is not None:
-                _fail(span, error)
-            span.end()
-        finally:
-            otel_context.detach(token)  # type: ignore[arg-type]
+        _end(*entry, error)
 
     # -- steps ----------------------------------------------------------------------
 
@@ -111,9 +117,7 @@ class TracingPlugin:
         return (run.id if run is not None else None, step.path)
 
     @hookimpl
-    def before_step_run(
-        self, flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int
-    ) -> None:
+    def before_step_run(self, flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
         key = self._key(run, step)
         attributes: dict[str, Any] = {
             "asyncdataflow.flow": flow.name,
@@ -134,13 +138,7 @@ class TracingPlugin:
         entry = self._steps.pop(self._key(run, step), None)
         if entry is None:
             return
-        span, token = entry
-        try:
-            if error is not None:
-                _fail(span, error)
-            span.end()
-        finally:
-            otel_context.detach(token)  # type: ignore[arg-type]
+        _end(*entry, error)
 
     @hookimpl
     def after_step_run(self, run: RunInfo, step: StepInfo) -> None:

@@ -59,6 +59,25 @@ print(json.dumps({
 """
 
 
+def probe(code: str, cwd: Path, pythonpath: Path | None = None, drop: tuple[str, ...] = ()) -> str:
+    """Run ``code`` in a fresh interpreter (warnings are errors) and return its stdout."""
+    hidden = ("PYTHONPATH", "PYTHONHOME", *drop)
+    env = {k: v for k, v in os.environ.items() if k not in hidden}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def setuptools_version() -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in version("setuptools").split(".")[:2])
@@ -110,19 +129,7 @@ def test_the_pack_imports_from_an_installed_wheel(tmp_path: Path) -> None:
 
     run = tmp_path / "elsewhere"  # neither the repository nor the install directory
     run.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONPATH"] = str(site)
-    out = subprocess.run(
-        [sys.executable, "-W", "error", "-c", PROBE],
-        cwd=run,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    report = json.loads(probe(PROBE, cwd=run, pythonpath=site))
 
     modules = report["modules"]
     for name in (
@@ -153,23 +160,13 @@ def test_the_source_tree_maps_the_pack_like_an_install() -> None:
     """From the repository root, ``python -c``/``-m`` import the source ``asyncdataflow/``
     (it shadows any installed copy); its ``__init__`` maps ``plugins/`` onto
     ``asyncdataflow.plugins`` just as pyproject.toml does for an install."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    probe = (
+    code = (
         "import json, asyncdataflow\n"
         "from asyncdataflow.plugins import files, http, mysql\n"
         "print(json.dumps([asyncdataflow.__file__, http.__file__, files.__file__]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-W", "error", "-c", probe],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    core, http_init, files_init = (Path(p) for p in json.loads(out.stdout))
+    out = probe(code, cwd=ROOT)
+    core, http_init, files_init = (Path(p) for p in json.loads(out))
     assert core == ROOT / "asyncdataflow" / "__init__.py"
     assert http_init == ROOT / "plugins" / "http" / "__init__.py"
     assert files_init == ROOT / "plugins" / "files" / "__init__.py"
@@ -178,7 +175,7 @@ def test_the_source_tree_maps_the_pack_like_an_install() -> None:
 def test_the_core_imports_none_of_the_integration_libraries(tmp_path: Path) -> None:
     """The core needs only pluggy: building and running a flow (entry points loaded, the
     HTTP pack's hook plugin among them) imports no aiohttp, aiomysql or aiofiles."""
-    probe = (
+    code = (
         "import asyncio, json, sys\n"
         "from asyncdataflow import DataFlow, get_plugin_manager\n"
         "async def f(x):\n"
@@ -189,20 +186,8 @@ def test_the_core_imports_none_of_the_integration_libraries(tmp_path: Path) -> N
         "         'opentelemetry']\n"
         "print(json.dumps({'plugins': names, 'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ASYNCDATAFLOW_LOAD_PLUGINS")
-    }
-    out = subprocess.run(
-        [sys.executable, "-W", "error", "-c", probe],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    first, second = out.stdout.splitlines()
+    out = probe(code, cwd=tmp_path, drop=("ASYNCDATAFLOW_LOAD_PLUGINS",))
+    first, second = out.splitlines()
     assert first == "{'y': 1}"
     report = json.loads(second)
     assert "http" in report["plugins"]  # the entry point was loaded...
