@@ -150,8 +150,10 @@ async def main(calls: int, rounds: int) -> None:
             times[name].append(await time_calls(call, calls))
     med = {name: median(t) for name, t in times.items()}
     base = med["no plugin"]
-    print(f"10-step async chain, {calls} calls x {rounds} rounds, median per call "
-          f"(Python {platform.python_version()})")
+    print(
+        f"10-step async chain, {calls} calls x {rounds} rounds, median per call "
+        f"(Python {platform.python_version()})"
+    )
     print(f"{'variant':<24} {'us/call':>9} {'x no plugin':>12}")
     for name, t in med.items():
         print(f"{name:<24} {t * 1e6:>9.1f} {t / base:>12.2f}")

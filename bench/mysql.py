@@ -78,8 +78,7 @@ async def main() -> None:
     kwargs, _ = parse_url("bench", args.url)
     pool = await aiomysql.create_pool(**kwargs)
     insert = (
-        f"INSERT INTO `{table}` (`id`, `name`, `qty`, `price`, `at`)"
-        " VALUES (%s, %s, %s, %s, %s)"
+        f"INSERT INTO `{table}` (`id`, `name`, `qty`, `price`, `at`) VALUES (%s, %s, %s, %s, %s)"
     )
 
     async def sql(statement: str) -> None:
@@ -133,17 +132,25 @@ async def main() -> None:
         await pool.wait_closed()
 
     rate = {name: cases[name][0] / best[name] for name in cases}
-    print(f"{args.rows:,} rows x 5 columns, batch_size={args.batch_size}, "
-          f"best of {args.rounds} rounds ({len(few_rows):,} rows row by row)")
+    print(
+        f"{args.rows:,} rows x 5 columns, batch_size={args.batch_size}, "
+        f"best of {args.rounds} rounds ({len(few_rows):,} rows row by row)"
+    )
     for name in cases:
         print(f"  {name:<26} {rate[name]:>12,.0f} rows/s  ({best[name]:.3f} s)")
     print("ratios (rows/s over rows/s):")
-    print(f"  writer (tuples) / hand executemany          "
-          f"{rate['writer (tuples)'] / rate['hand executemany']:.2f}")
-    print(f"  writer (dicts) / hand executemany (dicts)   "
-          f"{rate['writer (dicts)'] / rate['hand executemany (dicts)']:.2f}")
-    print(f"  writer (tuples) / hand row by row           "
-          f"{rate['writer (tuples)'] / rate['hand row by row']:.1f}")
+    print(
+        f"  writer (tuples) / hand executemany          "
+        f"{rate['writer (tuples)'] / rate['hand executemany']:.2f}"
+    )
+    print(
+        f"  writer (dicts) / hand executemany (dicts)   "
+        f"{rate['writer (dicts)'] / rate['hand executemany (dicts)']:.2f}"
+    )
+    print(
+        f"  writer (tuples) / hand row by row           "
+        f"{rate['writer (tuples)'] / rate['hand row by row']:.1f}"
+    )
 
 
 if __name__ == "__main__":

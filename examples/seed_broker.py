@@ -114,9 +114,7 @@ async def main() -> None:
         {"id": 4, "customer": "7", "systems": []},
     ]
     messages = [json.dumps(r) for r in requests]
-    results = flow.map(
-        [{"message": m} for m in messages], concurrency=4, return_exceptions=True
-    )
+    results = flow.map([{"message": m} for m in messages], concurrency=4, return_exceptions=True)
     i = 0
     async for result in results:
         message, request = messages[i], requests[i]

@@ -90,9 +90,15 @@ def before_flow_run(flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> 
     if logger.isEnabledFor(_DEBUG):
         logger.debug(
             "flow %s run %s started with arguments %s",
-            flow.name, run.id, sorted(kwargs),
-            extra={"adf_event": "run_started", "adf_flow": flow.name, "adf_run_id": run.id,
-                   "adf_keys": tuple(kwargs)},
+            flow.name,
+            run.id,
+            sorted(kwargs),
+            extra={
+                "adf_event": "run_started",
+                "adf_flow": flow.name,
+                "adf_run_id": run.id,
+                "adf_keys": tuple(kwargs),
+            },
         )
 
 
@@ -108,18 +114,26 @@ def after_flow_run(
     if error is None:
         if logger.isEnabledFor(_DEBUG):
             extra.update(adf_event="run_finished", adf_keys=tuple(result or ()))
-            logger.debug("flow %s run %s finished in %.6fs", flow.name, run.id, duration,
-                         extra=extra)
+            logger.debug(
+                "flow %s run %s finished in %.6fs", flow.name, run.id, duration, extra=extra
+            )
         return
     extra.update(adf_error=type(error).__name__)
     if isinstance(error, asyncio.CancelledError):
         extra["adf_event"] = "run_cancelled"
-        logger.debug("flow %s run %s cancelled after %.6fs", flow.name, run.id, duration,
-                     extra=extra)
+        logger.debug(
+            "flow %s run %s cancelled after %.6fs", flow.name, run.id, duration, extra=extra
+        )
         return
     extra["adf_event"] = "run_failed"
-    logger.error("flow %s run %s failed after %.6fs: %s", flow.name, run.id, duration,
-                 type(error).__name__, extra=extra)
+    logger.error(
+        "flow %s run %s failed after %.6fs: %s",
+        flow.name,
+        run.id,
+        duration,
+        type(error).__name__,
+        extra=extra,
+    )
 
 
 @hookimpl
@@ -127,7 +141,11 @@ def before_step_run(flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) 
     if logger.isEnabledFor(_DEBUG):
         logger.debug(
             "flow %s run %s: step %s at %s started (attempt %d)",
-            flow.name, _run_id(run), step.name, step.path, attempt,
+            flow.name,
+            _run_id(run),
+            step.name,
+            step.path,
+            attempt,
             extra=_step_extra("step_started", flow, run, step, adf_attempt=attempt),
         )
 
@@ -144,10 +162,20 @@ def after_step_run(
     if logger.isEnabledFor(_DEBUG):
         logger.debug(
             "flow %s run %s: step %s at %s finished in %.6fs (attempt %d)",
-            flow.name, _run_id(run), step.name, step.path, duration, attempt,
+            flow.name,
+            _run_id(run),
+            step.name,
+            step.path,
+            duration,
+            attempt,
             extra=_step_extra(
-                "step_finished", flow, run, step, adf_attempt=attempt,
-                adf_duration=duration, adf_keys=tuple(result),
+                "step_finished",
+                flow,
+                run,
+                step,
+                adf_attempt=attempt,
+                adf_duration=duration,
+                adf_keys=tuple(result),
             ),
         )
 
@@ -162,27 +190,53 @@ def on_step_error(
     duration: float,
 ) -> None:
     extra = _step_extra(
-        "step_failed", flow, run, step, adf_attempt=attempt, adf_duration=duration,
+        "step_failed",
+        flow,
+        run,
+        step,
+        adf_attempt=attempt,
+        adf_duration=duration,
         adf_error=type(error).__name__,
     )
     if isinstance(error, asyncio.CancelledError):
         extra["adf_event"] = "step_cancelled"
         if logger.isEnabledFor(_DEBUG):
-            logger.debug("flow %s run %s: step %s at %s cancelled after %.6fs",
-                         flow.name, _run_id(run), step.name, step.path, duration, extra=extra)
+            logger.debug(
+                "flow %s run %s: step %s at %s cancelled after %.6fs",
+                flow.name,
+                _run_id(run),
+                step.name,
+                step.path,
+                duration,
+                extra=extra,
+            )
         return
     if _will_retry(step, error, attempt):
         # on_step_retry logs it at WARNING; this attempt is not the step's failure
         if logger.isEnabledFor(_DEBUG):
             extra["adf_event"] = "step_attempt_failed"
-            logger.debug("flow %s run %s: step %s at %s attempt %d failed: %s",
-                         flow.name, _run_id(run), step.name, step.path, attempt,
-                         type(error).__name__, extra=extra)
+            logger.debug(
+                "flow %s run %s: step %s at %s attempt %d failed: %s",
+                flow.name,
+                _run_id(run),
+                step.name,
+                step.path,
+                attempt,
+                type(error).__name__,
+                extra=extra,
+            )
         return
     logger.error(
         "flow %s run %s: step %s at %s failed after %.6fs (attempt %d): %s",
-        flow.name, _run_id(run), step.name, step.path, duration, attempt,
-        type(error).__name__, exc_info=error, extra=extra,
+        flow.name,
+        _run_id(run),
+        step.name,
+        step.path,
+        duration,
+        attempt,
+        type(error).__name__,
+        exc_info=error,
+        extra=extra,
     )
 
 
@@ -198,9 +252,14 @@ def on_step_skipped(
         why = f"missing {list(missing)}" if missing else "its block was not taken"
         logger.debug(
             "flow %s run %s: step %s at %s not taken: %s",
-            flow.name, _run_id(run), step.name, step.path, why,
-            extra=_step_extra("step_skipped", flow, run, step, adf_missing=missing,
-                              adf_keys=available),
+            flow.name,
+            _run_id(run),
+            step.name,
+            step.path,
+            why,
+            extra=_step_extra(
+                "step_skipped", flow, run, step, adf_missing=missing, adf_keys=available
+            ),
         )
 
 
@@ -215,10 +274,23 @@ def on_step_retry(
 ) -> None:
     logger.warning(
         "flow %s run %s: step %s at %s failed on attempt %d (%s: %s); retrying in %.3fs",
-        flow.name, _run_id(run), step.name, step.path, attempt, type(error).__name__,
-        error, delay,
-        extra=_step_extra("step_retry", flow, run, step, adf_attempt=attempt, adf_delay=delay,
-                          adf_error=type(error).__name__),
+        flow.name,
+        _run_id(run),
+        step.name,
+        step.path,
+        attempt,
+        type(error).__name__,
+        error,
+        delay,
+        extra=_step_extra(
+            "step_retry",
+            flow,
+            run,
+            step,
+            adf_attempt=attempt,
+            adf_delay=delay,
+            adf_error=type(error).__name__,
+        ),
     )
 
 
@@ -234,12 +306,28 @@ def after_loop_iteration(
     # a failed iteration is also a failed run: after_flow_run logs it at ERROR
     if not logger.isEnabledFor(_DEBUG):
         return
-    extra = {"adf_event": "loop_iteration", "adf_flow": flow.name, "adf_run_id": run.id,
-             "adf_iteration": iteration, "adf_duration": duration}
+    extra = {
+        "adf_event": "loop_iteration",
+        "adf_flow": flow.name,
+        "adf_run_id": run.id,
+        "adf_iteration": iteration,
+        "adf_duration": duration,
+    }
     if error is None:
-        logger.debug("flow %s loop iteration %d finished in %.6fs", flow.name, iteration,
-                     duration, extra=extra)
+        logger.debug(
+            "flow %s loop iteration %d finished in %.6fs",
+            flow.name,
+            iteration,
+            duration,
+            extra=extra,
+        )
     else:
         extra["adf_error"] = type(error).__name__
-        logger.debug("flow %s loop iteration %d ended after %.6fs: %s", flow.name, iteration,
-                     duration, type(error).__name__, extra=extra)
+        logger.debug(
+            "flow %s loop iteration %d ended after %.6fs: %s",
+            flow.name,
+            iteration,
+            duration,
+            type(error).__name__,
+            extra=extra,
+        )

@@ -89,27 +89,41 @@ class MetricsPlugin:
             "run_duration_seconds", "Flow run durations.", ["flow", "outcome"], **hist
         )
         self.in_flight = Gauge(
-            "runs_in_flight", "Flow runs started and not finished.", ["flow"],
-            namespace=namespace, registry=reg,
+            "runs_in_flight",
+            "Flow runs started and not finished.",
+            ["flow"],
+            namespace=namespace,
+            registry=reg,
         )
         self.steps = Counter(
-            "steps", "Finished step attempts.", ["flow", "step", "outcome"],
-            namespace=namespace, registry=reg,
+            "steps",
+            "Finished step attempts.",
+            ["flow", "step", "outcome"],
+            namespace=namespace,
+            registry=reg,
         )
         self.step_duration = Histogram(
-            "step_duration_seconds", "Step attempt durations.", ["flow", "step", "outcome"],
+            "step_duration_seconds",
+            "Step attempt durations.",
+            ["flow", "step", "outcome"],
             **hist,
         )
         self.retries = Counter(
-            "step_retries", "Step retries scheduled.", ["flow", "step"],
-            namespace=namespace, registry=reg,
+            "step_retries",
+            "Step retries scheduled.",
+            ["flow", "step"],
+            namespace=namespace,
+            registry=reg,
         )
         self.skips = Counter(
             "step_skips", "Steps not taken.", ["flow", "step"], namespace=namespace, registry=reg
         )
         self.loop_iterations = Counter(
-            "loop_iterations", "Finished infinity-loop iterations.", ["flow", "outcome"],
-            namespace=namespace, registry=reg,
+            "loop_iterations",
+            "Finished infinity-loop iterations.",
+            ["flow", "outcome"],
+            namespace=namespace,
+            registry=reg,
         )
 
     def __repr__(self) -> str:
@@ -120,9 +134,7 @@ class MetricsPlugin:
         self.in_flight.labels(flow.name).inc()
 
     @hookimpl
-    def after_flow_run(
-        self, flow: DataFlow, error: BaseException | None, duration: float
-    ) -> None:
+    def after_flow_run(self, flow: DataFlow, error: BaseException | None, duration: float) -> None:
         outcome = _outcome(error)
         self.in_flight.labels(flow.name).dec()
         self.runs.labels(flow.name, outcome).inc()

@@ -119,8 +119,7 @@ class Tables:
             sql(f"GRANT ALL ON `{db}`.* TO '{name}'@'{host}'")
         self.users.append(name)
         url = (
-            f"mysql://{name}:{quote(password, safe='')}@{parts.hostname}:"
-            f"{parts.port or 3306}/{db}"
+            f"mysql://{name}:{quote(password, safe='')}@{parts.hostname}:{parts.port or 3306}/{db}"
         )
         return name, url
 

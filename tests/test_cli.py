@@ -63,7 +63,11 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "asyncdataflow", *args],
-        cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
 
@@ -71,7 +75,11 @@ def cli(
 def popen(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "asyncdataflow", *args],
-        cwd=TESTS, env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=TESTS,
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         **kwargs,  # type: ignore[call-overload]
     )
 
@@ -191,8 +199,13 @@ def test_console_script_is_installed_and_runs() -> None:
     if script is None:
         pytest.skip("the console script is not installed next to this interpreter")
     done = subprocess.run(
-        [script, "run", "cli_flows:greet", "name=Cy"], cwd=TESTS, env=_env(),
-        capture_output=True, text=True, timeout=60, check=False,
+        [script, "run", "cli_flows:greet", "name=Cy"],
+        cwd=TESTS,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"greeting": "hello Cy!"}
@@ -256,8 +269,16 @@ def test_a_single_run_is_cancelled_by_sigint_then_closed_and_exits_130(tmp_path:
 
 def test_run_loop_each_prints_every_iteration_and_sigint_stops(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    proc = popen("run", "cli_flows:ticker", "--loop", "--each", "--interval", "0.01",
-                 f"marker={marker}", "nap:=0.05")
+    proc = popen(
+        "run",
+        "cli_flows:ticker",
+        "--loop",
+        "--each",
+        "--interval",
+        "0.01",
+        f"marker={marker}",
+        "nap:=0.05",
+    )
     try:
         wait_for(lambda: lines(marker).count("end") >= 3)
         proc.send_signal(signal.SIGINT)
@@ -297,8 +318,18 @@ def test_map_over_1000_inputs_keeps_order_reports_every_failure_and_exits_1(
 ) -> None:
     source, out, errors = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "err.jsonl"
     _write_inputs(source, 1000, ["not json", "", "[1, 2]"])
-    done = cli("map", "cli_flows:squares", "--input", str(source), "--output", str(out),
-               "--errors", str(errors), "--concurrency", "50")
+    done = cli(
+        "map",
+        "cli_flows:squares",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--errors",
+        str(errors),
+        "--concurrency",
+        "50",
+    )
     assert done.returncode == 1
     assert done.stdout == ""
     failing = [n for n in range(1000) if n % 7 == 3]
@@ -310,9 +341,12 @@ def test_map_over_1000_inputs_keeps_order_reports_every_failure_and_exits_1(
     assert [f["line"] for f in failures] == sorted(f["line"] for f in failures)
     by_line = {f["line"]: f for f in failures}
     assert by_line[11] == {
-        "line": 11, "input": "not json",
-        "error": {"type": "json.decoder.JSONDecodeError",
-                  "message": "Expecting value: line 1 column 1 (char 0)"},
+        "line": 11,
+        "input": "not json",
+        "error": {
+            "type": "json.decoder.JSONDecodeError",
+            "message": "Expecting value: line 1 column 1 (char 0)",
+        },
     }
     assert by_line[13]["input"] == [1, 2]
     assert by_line[13]["error"]["type"] == "TypeError"
@@ -338,7 +372,8 @@ def test_map_writes_results_to_stdout_and_failures_to_stderr(tmp_path: Path) -> 
     done = cli("map", "cli_flows:squares", "--input", str(source))
     assert done.returncode == 1
     assert [json.loads(line) for line in done.stdout.splitlines()] == [
-        {"n": 1, "square": 1}, {"n": 2, "square": 4},
+        {"n": 1, "square": 1},
+        {"n": 2, "square": 4},
     ]
     err = done.stderr.splitlines()
     assert json.loads(err[0])["line"] == 2
@@ -348,8 +383,13 @@ def test_map_writes_results_to_stdout_and_failures_to_stderr(tmp_path: Path) -> 
 def test_map_reads_stdin_and_exits_0_when_all_succeed() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "asyncdataflow", "map", "cli_flows:greet", "--input", "-"],
-        input='{"name": "a"}\n{"name": "b", "punctuation": "?"}\n', cwd=TESTS, env=_env(),
-        capture_output=True, text=True, timeout=60, check=False,
+        input='{"name": "a"}\n{"name": "b", "punctuation": "?"}\n',
+        cwd=TESTS,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ['{"greeting": "hello a!"}', '{"greeting": "hello b?"}']
@@ -375,10 +415,26 @@ def test_map_shows_a_progress_bar_when_stderr_is_a_terminal(tmp_path: Path) -> N
     reader.start()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "asyncdataflow", "map", "cli_flows:slow_squares",
-             "--input", str(source), "--output", str(out), "--errors", str(errors),
-             "--concurrency", "5"],
-            cwd=TESTS, env=_env(), stderr=slave, stdout=subprocess.PIPE, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "asyncdataflow",
+                "map",
+                "cli_flows:slow_squares",
+                "--input",
+                str(source),
+                "--output",
+                str(out),
+                "--errors",
+                str(errors),
+                "--concurrency",
+                "5",
+            ],
+            cwd=TESTS,
+            env=_env(),
+            stderr=slave,
+            stdout=subprocess.PIPE,
+            timeout=60,
             check=False,
         )
     finally:
@@ -448,8 +504,15 @@ def test_docs_broker_svg_is_the_current_rendering() -> None:
     """docs/broker.svg is regenerated with `asyncdataflow graph broker_graph:broker
     --output docs/broker.svg` (from examples/); it must show the broker as it is now."""
     svg = (ROOT / "docs" / "broker.svg").read_text()
-    for fn in ("receive_request", "dispatch_request", "ask_system_a", "transform_data_a",
-               "ask_system_b", "transform_data_b", "compose_response"):
+    for fn in (
+        "receive_request",
+        "dispatch_request",
+        "ask_system_a",
+        "transform_data_a",
+        "ask_system_b",
+        "transform_data_b",
+        "compose_response",
+    ):
         assert f">{fn}</text>" in svg
     assert "in: data_a?, data_b?" in svg
 
@@ -457,8 +520,13 @@ def test_docs_broker_svg_is_the_current_rendering() -> None:
 def test_graph_image_without_graphviz_says_how_to_install_it(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
-    done = cli("graph", "broker_graph:broker", "--output", str(tmp_path / "b.svg"),
-               env=_env(PATH=str(empty)))
+    done = cli(
+        "graph",
+        "broker_graph:broker",
+        "--output",
+        str(tmp_path / "b.svg"),
+        env=_env(PATH=str(empty)),
+    )
     assert done.returncode == 2
     assert "apt-get install graphviz" in done.stderr
     assert "brew install graphviz" in done.stderr
@@ -503,10 +571,25 @@ def test_plugins_json_includes_a_flows_own_plugins() -> None:
     done = cli("plugins", "cli_flows:traced", "--json", env=_env(ASYNCDATAFLOW_LOAD_PLUGINS=""))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [
-        {"name": "asyncdataflow.retry", "source": "built-in", "distribution": None,
-         "plugin": "asyncdataflow.plugin_manager._RetryPlugin", "hooks": ["step_retry_delay"]},
-        {"name": "cli-audit", "source": "registered", "distribution": None,
-         "plugin": "cli_flows.Audit", "hooks": ["after_flow_run", "before_flow_run"]},
-        {"name": "cli_flows.Tracer", "source": "flow traced", "distribution": None,
-         "plugin": "cli_flows.Tracer", "hooks": ["before_step_run"]},
+        {
+            "name": "asyncdataflow.retry",
+            "source": "built-in",
+            "distribution": None,
+            "plugin": "asyncdataflow.plugin_manager._RetryPlugin",
+            "hooks": ["step_retry_delay"],
+        },
+        {
+            "name": "cli-audit",
+            "source": "registered",
+            "distribution": None,
+            "plugin": "cli_flows.Audit",
+            "hooks": ["after_flow_run", "before_flow_run"],
+        },
+        {
+            "name": "cli_flows.Tracer",
+            "source": "flow traced",
+            "distribution": None,
+            "plugin": "cli_flows.Tracer",
+            "hooks": ["before_step_run"],
+        },
     ]

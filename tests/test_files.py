@@ -697,6 +697,4 @@ async def test_undecodable_text_names_the_file_and_the_encoding(tmp_path: Path) 
         await files.reader(path, format="csv")()
     (note,) = info.value.__notes__
     assert repr(str(path)) in note and "encoding='utf-8'" in note
-    assert await files.reader(path, format="csv", encoding="latin-1")() == {
-        "data": [{"a": "Zoë"}]
-    }
+    assert await files.reader(path, format="csv", encoding="latin-1")() == {"data": [{"a": "Zoë"}]}

@@ -77,7 +77,10 @@ def test_the_brokers_mermaid_graph_shows_blocks_params_and_outputs() -> None:
 def test_the_broker_example_runs_and_prints_its_graph() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "broker_graph.py")],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     result, _, graph = done.stdout.partition("\n")
     assert result == "{'response': {'a': ['A:BOOKS:1', 'A:BOOKS:2'], 'b': None}}"
@@ -85,14 +88,16 @@ def test_the_broker_example_runs_and_prints_its_graph() -> None:
 
 
 def test_outputs_come_from_args_mapper_and_typed_dict_annotations() -> None:
-    flow = DataFlow((
-        split,
-        args_mapper(add, input={"left": "a"}, output="total"),
-        maybe,
-        Lookup(),
-        args_mapper(functools.partial(split), input={"value": "v"}),
-        first,
-    ))
+    flow = DataFlow(
+        (
+            split,
+            args_mapper(add, input={"left": "a"}, output="total"),
+            maybe,
+            Lookup(),
+            args_mapper(functools.partial(split), input={"value": "v"}),
+            first,
+        )
+    )
     text = to_mermaid(flow)
     assert 'n0["split<br/>in: value<br/>out: left, right"]' in text
     assert 'n1["args_mapper(add)<br/>in: a, right, scale?<br/>out: total"]' in text
@@ -178,13 +183,24 @@ def test_graphviz_lays_out_every_step_and_edge_of_the_broker() -> None:
     dot = shutil.which("dot")
     assert dot is not None
     plain = subprocess.run(
-        [dot, "-Tplain"], input=to_dot(broker_graph.broker), capture_output=True, text=True,
-        timeout=60, check=True,
+        [dot, "-Tplain"],
+        input=to_dot(broker_graph.broker),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     nodes = set(re.findall(r"^node (\S+)", plain, re.M))
     edges = re.findall(r"^edge (\S+) (\S+)", plain, re.M)
     assert nodes == {"n0", "n1", "n2_0_0", "n2_0_1", "n2_1_0", "n2_1_1", "n3"}
-    assert sorted(edges) == sorted([
-        ("n0", "n1"), ("n1", "n2_0_0"), ("n1", "n2_1_0"), ("n2_0_0", "n2_0_1"),
-        ("n2_1_0", "n2_1_1"), ("n2_0_1", "n3"), ("n2_1_1", "n3"),
-    ])
+    assert sorted(edges) == sorted(
+        [
+            ("n0", "n1"),
+            ("n1", "n2_0_0"),
+            ("n1", "n2_1_0"),
+            ("n2_0_0", "n2_0_1"),
+            ("n2_1_0", "n2_1_1"),
+            ("n2_0_1", "n3"),
+            ("n2_1_1", "n3"),
+        ]
+    )

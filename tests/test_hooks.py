@@ -53,21 +53,29 @@ class Recorder:
         self.calls.append(("before_flow_run", {"flow": flow, "run": run, "kwargs": kwargs}))
 
     @hookimpl
-    def after_flow_run(
-        self, flow: Any, run: Any, result: Any, error: Any, duration: float
-    ) -> None:
+    def after_flow_run(self, flow: Any, run: Any, result: Any, error: Any, duration: float) -> None:
         self.calls.append(
-            ("after_flow_run",
-             {"flow": flow, "run": run, "result": result, "error": error, "duration": duration})
+            (
+                "after_flow_run",
+                {"flow": flow, "run": run, "result": result, "error": error, "duration": duration},
+            )
         )
 
     @hookimpl
     def before_step_run(self, flow: Any, run: Any, step: Any, attempt: int, input: Any) -> None:
         CURRENT_STEP.set(step.name)
         self.calls.append(
-            ("before_step_run",
-             {"flow": flow, "run": run, "step": step, "attempt": attempt, "input": dict(input),
-              "task": asyncio.current_task()})
+            (
+                "before_step_run",
+                {
+                    "flow": flow,
+                    "run": run,
+                    "step": step,
+                    "attempt": attempt,
+                    "input": dict(input),
+                    "task": asyncio.current_task(),
+                },
+            )
         )
 
     @hookimpl
@@ -75,9 +83,18 @@ class Recorder:
         self, flow: Any, run: Any, step: Any, result: Any, duration: float, attempt: int
     ) -> None:
         self.calls.append(
-            ("after_step_run",
-             {"flow": flow, "run": run, "step": step, "result": result, "duration": duration,
-              "attempt": attempt, "task": asyncio.current_task()})
+            (
+                "after_step_run",
+                {
+                    "flow": flow,
+                    "run": run,
+                    "step": step,
+                    "result": result,
+                    "duration": duration,
+                    "attempt": attempt,
+                    "task": asyncio.current_task(),
+                },
+            )
         )
 
     @hookimpl
@@ -85,16 +102,33 @@ class Recorder:
         self, flow: Any, run: Any, step: Any, error: Any, attempt: int, duration: float
     ) -> None:
         self.calls.append(
-            ("on_step_error",
-             {"flow": flow, "run": run, "step": step, "error": error, "attempt": attempt,
-              "duration": duration, "task": asyncio.current_task()})
+            (
+                "on_step_error",
+                {
+                    "flow": flow,
+                    "run": run,
+                    "step": step,
+                    "error": error,
+                    "attempt": attempt,
+                    "duration": duration,
+                    "task": asyncio.current_task(),
+                },
+            )
         )
 
     @hookimpl
     def on_step_skipped(self, flow: Any, run: Any, step: Any, missing: Any, available: Any) -> None:
         self.calls.append(
-            ("on_step_skipped",
-             {"flow": flow, "run": run, "step": step, "missing": missing, "available": available})
+            (
+                "on_step_skipped",
+                {
+                    "flow": flow,
+                    "run": run,
+                    "step": step,
+                    "missing": missing,
+                    "available": available,
+                },
+            )
         )
 
     @hookimpl
@@ -102,9 +136,17 @@ class Recorder:
         self, flow: Any, run: Any, step: Any, error: Any, attempt: int, delay: float
     ) -> None:
         self.calls.append(
-            ("on_step_retry",
-             {"flow": flow, "run": run, "step": step, "error": error, "attempt": attempt,
-              "delay": delay})
+            (
+                "on_step_retry",
+                {
+                    "flow": flow,
+                    "run": run,
+                    "step": step,
+                    "error": error,
+                    "attempt": attempt,
+                    "delay": delay,
+                },
+            )
         )
 
     @hookimpl
@@ -112,9 +154,17 @@ class Recorder:
         self, flow: Any, run: Any, iteration: int, result: Any, error: Any, duration: float
     ) -> None:
         self.calls.append(
-            ("after_loop_iteration",
-             {"flow": flow, "run": run, "iteration": iteration, "result": result,
-              "error": error, "duration": duration})
+            (
+                "after_loop_iteration",
+                {
+                    "flow": flow,
+                    "run": run,
+                    "iteration": iteration,
+                    "result": result,
+                    "error": error,
+                    "duration": duration,
+                },
+            )
         )
 
 
@@ -141,8 +191,10 @@ async def left(y: int) -> dict[str, Any]:
 
 
 def in_thread(y: int) -> dict[str, Any]:
-    return {"thread": threading.current_thread() is not threading.main_thread(),
-            "seen": CURRENT_STEP.get()}
+    return {
+        "thread": threading.current_thread() is not threading.main_thread(),
+        "seen": CURRENT_STEP.get(),
+    }
 
 
 async def never(q: int) -> dict[str, Any]:  # pragma: no cover - never taken
@@ -174,8 +226,7 @@ def reference_flow(plugins: tuple[Any, ...] = ()) -> DataFlow:
         (
             start,
             (left, in_thread, never),
-            step(make_flaky(1), name="flaky",
-                 retry=Retry(attempts=3, backoff=0.001, jitter=False)),
+            step(make_flaky(1), name="flaky", retry=Retry(attempts=3, backoff=0.001, jitter=False)),
             boom,
         ),
         name="reference",
@@ -336,7 +387,9 @@ async def test_after_loop_iteration_once_per_iteration(recorder: Recorder) -> No
     assert await flow(x=0) == {"n": 3}
     iterations = recorder.of("after_loop_iteration")
     assert [(i["iteration"], i["result"], i["error"]) for i in iterations] == [
-        (1, {"n": 1}, None), (2, {"n": 2}, None), (3, {"n": 3}, None)
+        (1, {"n": 1}, None),
+        (2, {"n": 2}, None),
+        (3, {"n": 3}, None),
     ]
     assert len({i["run"].id for i in iterations}) == 3
     assert [i["run"].iteration for i in iterations] == [1, 2, 3]
@@ -401,7 +454,10 @@ async def test_global_plugin_is_picked_up_and_dropped_by_existing_flows() -> Non
     try:
         await flow(x=1)
         assert [n for n, _ in rec.calls] == [
-            "before_flow_run", "before_step_run", "after_step_run", "after_flow_run"
+            "before_flow_run",
+            "before_step_run",
+            "after_step_run",
+            "after_flow_run",
         ]
     finally:
         asyncdataflow.unregister_plugin(rec)
@@ -447,7 +503,9 @@ async def test_a_failing_observer_is_logged_and_never_breaks_the_run(
         assert await flow(x=1) == {"left": 20}
     failures = [r for r in caplog.records if r.name == "asyncdataflow"]
     assert [r.getMessage().split(" failed in hook ")[1] for r in failures] == [
-        "before_step_run", "before_step_run", "after_flow_run"
+        "before_step_run",
+        "before_step_run",
+        "after_flow_run",
     ]
     assert all(r.exc_info is not None for r in failures)
     assert isinstance(failures[0].exc_info[1], RuntimeError)  # type: ignore[index]
@@ -546,11 +604,19 @@ async def test_step_hooks_alone_get_a_run() -> None:
 
 def test_every_hook_is_tested_here_and_documented() -> None:
     names = hook_names()
-    assert names == sorted([
-        "before_flow_run", "after_flow_run", "before_step_run", "after_step_run",
-        "on_step_error", "on_step_skipped", "on_step_retry", "after_loop_iteration",
-        "step_retry_delay",
-    ])
+    assert names == sorted(
+        [
+            "before_flow_run",
+            "after_flow_run",
+            "before_step_run",
+            "after_step_run",
+            "on_step_error",
+            "on_step_skipped",
+            "on_step_retry",
+            "after_loop_iteration",
+            "step_retry_delay",
+        ]
+    )
     tests = {
         name: inspect.getsource(func)
         for name, func in globals().items()
@@ -567,9 +633,7 @@ def test_docs_have_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(DOC_EXAMPLES)))
-def test_docs_example_runs(
-    index: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_docs_example_runs(index: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     script = tmp_path / f"plugins_{index}.py"
     script.write_text(DOC_EXAMPLES[index], encoding="utf-8")
     runpy.run_path(str(script), run_name="__main__")

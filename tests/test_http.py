@@ -482,7 +482,10 @@ async def test_a_redirect_to_another_origin_drops_every_secret_header(server: Se
         await step.aclose()
     assert data["raw_path"] == "/echo/elsewhere"
     assert {k: data["headers"].get(k) for k in SECRETS} == {
-        "Authorization": None, "X-Api-Key": None, "Cookie": None, "X-Plain": "p"
+        "Authorization": None,
+        "X-Api-Key": None,
+        "Cookie": None,
+        "X-Plain": "p",
     }
 
 

@@ -43,7 +43,7 @@ async def session_counter(pool: Any, name: str) -> int:
     """A session status counter (e.g. Com_insert) of the pool's only connection."""
     async with pool.acquire() as conn, conn.cursor() as cur:
         await cur.execute("SHOW SESSION STATUS LIKE %s", (name,))
-        (_, value), = await cur.fetchall()
+        ((_, value),) = await cur.fetchall()
     return int(value)
 
 
@@ -52,9 +52,15 @@ async def one_connection_pool(url: str) -> Any:
 
     parts = urlsplit(url)
     return await aiomysql.create_pool(
-        minsize=1, maxsize=1, host=parts.hostname, port=parts.port or 3306,
-        user=parts.username or "root", password=parts.password or "",
-        db=parts.path.lstrip("/"), charset="utf8mb4", autocommit=True,
+        minsize=1,
+        maxsize=1,
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        db=parts.path.lstrip("/"),
+        charset="utf8mb4",
+        autocommit=True,
     )
 
 
@@ -92,9 +98,15 @@ def test_statements_the_flow_cannot_feed_are_refused_when_built(query):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"url": NOWHERE, "pool": object()}, {"url": "postgres://h/db"}, {"url": "mysql:///db"},
-     {"url": "mysql://h:notaport/db"}, {"url": "mysql://h/db?sslmode=on"},
-     {"url": "mysql://h/db?maxsize=ten"}],
+    [
+        {},
+        {"url": NOWHERE, "pool": object()},
+        {"url": "postgres://h/db"},
+        {"url": "mysql:///db"},
+        {"url": "mysql://h:notaport/db"},
+        {"url": "mysql://h/db?sslmode=on"},
+        {"url": "mysql://h/db?maxsize=ten"},
+    ],
 )
 def test_bad_connection_arguments_are_refused_when_built(kwargs):
     with pytest.raises(DataFlowDefinitionError, match=r"mysql\.execute\(SELECT 1\)"):
@@ -104,8 +116,14 @@ def test_bad_connection_arguments_are_refused_when_built(kwargs):
 def test_the_password_is_in_no_name():
     step = mysql.writer("orders", url="mysql://app:s3cr%40t-pw@db.example:3307/shop?maxsize=3")
     assert step._pool_kwargs == {
-        "host": "db.example", "port": 3307, "user": "app", "password": "s3cr@t-pw",
-        "db": "shop", "charset": "utf8mb4", "autocommit": False, "maxsize": 3,
+        "host": "db.example",
+        "port": 3307,
+        "user": "app",
+        "password": "s3cr@t-pw",
+        "db": "shop",
+        "charset": "utf8mb4",
+        "autocommit": False,
+        "maxsize": 3,
     }
     for text in (step.__qualname__, repr(step), str(step)):
         assert "s3cr" not in text
@@ -136,8 +154,11 @@ def test_bad_columns_are_refused_when_built(columns):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"mode": "merge"}, "mode must be one of"), ({"batch_size": 0}, "batch_size"),
-     ({"batch_size": 2.5}, "batch_size")],
+    [
+        ({"mode": "merge"}, "mode must be one of"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+    ],
 )
 def test_bad_writer_options_are_refused_when_built(kwargs, match):
     with pytest.raises(DataFlowDefinitionError, match=match):
@@ -196,9 +217,7 @@ def test_every_writer_statement_has_the_shape_aiomysql_batches():
     assert step._statement(("id", "v"), frozenset({"id"})).endswith(
         "ON DUPLICATE KEY UPDATE `v`=VALUES(`v`)"
     )
-    assert step._statement(("id",), frozenset({"id"})).endswith(
-        "ON DUPLICATE KEY UPDATE `id`=`id`"
-    )
+    assert step._statement(("id",), frozenset({"id"})).endswith("ON DUPLICATE KEY UPDATE `id`=`id`")
 
 
 # -- against the server ------------------------------------------------------------------
@@ -210,22 +229,51 @@ ALL_TYPES = """
 """
 
 TYPED_ROWS = [
-    {"id": 1, "n": -2147483648, "big": 9223372036854775807, "price": Decimal("12345678.901234"),
-     "ratio": 0.1 + 0.2, "name": "Zoë 😀🚀 中文", "note": "line\nbreak\ttab 'quote' \"dq\" \\",
-     "raw": bytes(range(256)), "day": dt.date(1999, 12, 31),
-     "at": dt.datetime(2024, 2, 29, 23, 59, 58, 123456)},
-    {"id": 2, "n": None, "big": None, "price": None, "ratio": None, "name": None, "note": None,
-     "raw": None, "day": None, "at": None},
-    {"id": 3, "n": 0, "big": -1, "price": Decimal("-0.000001"), "ratio": -1e300, "name": "",
-     "note": "", "raw": b"", "day": dt.date(1, 1, 1), "at": dt.datetime(9999, 12, 31, 23, 59, 59)},
+    {
+        "id": 1,
+        "n": -2147483648,
+        "big": 9223372036854775807,
+        "price": Decimal("12345678.901234"),
+        "ratio": 0.1 + 0.2,
+        "name": "Zoë 😀🚀 中文",
+        "note": "line\nbreak\ttab 'quote' \"dq\" \\",
+        "raw": bytes(range(256)),
+        "day": dt.date(1999, 12, 31),
+        "at": dt.datetime(2024, 2, 29, 23, 59, 58, 123456),
+    },
+    {
+        "id": 2,
+        "n": None,
+        "big": None,
+        "price": None,
+        "ratio": None,
+        "name": None,
+        "note": None,
+        "raw": None,
+        "day": None,
+        "at": None,
+    },
+    {
+        "id": 3,
+        "n": 0,
+        "big": -1,
+        "price": Decimal("-0.000001"),
+        "ratio": -1e300,
+        "name": "",
+        "note": "",
+        "raw": b"",
+        "day": dt.date(1, 1, 1),
+        "at": dt.datetime(9999, 12, 31, 23, 59, 59),
+    },
 ]
 
 
 async def test_values_of_every_kind_round_trip(tables: Tables):
     table = tables.create(ALL_TYPES)
     write = mysql.writer(table, url=tables.url)
-    read = mysql.reader(f"SELECT * FROM `{table}` WHERE id >= %(first)s ORDER BY id",
-                        url=tables.url)
+    read = mysql.reader(
+        f"SELECT * FROM `{table}` WHERE id >= %(first)s ORDER BY id", url=tables.url
+    )
     try:
         assert await write(rows=TYPED_ROWS) == {"rowcount": 3}
         assert await read(first=1) == {"rows": TYPED_ROWS}
@@ -244,8 +292,9 @@ async def test_bytes_round_trip_as_row_values_and_as_query_parameters(tables: Ta
     blobs = [bytes(range(256)), b"\x00", b"'\\\x00\x1a\"", "é😀".encode()]
     write = mysql.writer(table, url=tables.url, columns=["id", "raw"])
     find = mysql.reader(f"SELECT id, raw FROM `{table}` WHERE raw = %(raw)s", url=tables.url)
-    update = mysql.execute(f"UPDATE `{table}` SET raw = %(new)s WHERE raw = %(old)s",
-                           url=tables.url)
+    update = mysql.execute(
+        f"UPDATE `{table}` SET raw = %(new)s WHERE raw = %(old)s", url=tables.url
+    )
     try:
         await write(rows=list(enumerate(blobs)))
         for i, blob in enumerate(blobs):
@@ -277,11 +326,14 @@ async def test_ignore_skips_rows_whose_key_exists(tables: Tables):
     try:
         # the server warns about every skipped row; the step does not turn that into
         # Python warnings (pytest runs with warnings as errors)
-        result = await step(rows=[{"id": 2, "v": "new"}, {"id": 3, "v": "new"},
-                                  {"id": 3, "v": "dup"}])
+        result = await step(
+            rows=[{"id": 2, "v": "new"}, {"id": 3, "v": "new"}, {"id": 3, "v": "dup"}]
+        )
         assert result == {"rowcount": 1}
         assert sql(f"SELECT id, v FROM `{table}` ORDER BY id") == [
-            (1, "old"), (2, "old"), (3, "new")
+            (1, "old"),
+            (2, "old"),
+            (3, "new"),
         ]
     finally:
         await step.aclose()
@@ -292,19 +344,31 @@ async def test_upsert_updates_existing_rows_and_inserts_new_ones(tables: Tables)
     sql(f"INSERT INTO `{table}` VALUES (1, 'old', 1), (2, 'old', 2), (3, 'same', 3)")
     step = mysql.writer(table, url=tables.url, mode="upsert")
     try:
-        result = await step(rows=[{"id": 2, "v": "new", "n": 20}, {"id": 3, "v": "same", "n": 3},
-                                  {"id": 4, "v": "new", "n": 40}])
+        result = await step(
+            rows=[
+                {"id": 2, "v": "new", "n": 20},
+                {"id": 3, "v": "same", "n": 3},
+                {"id": 4, "v": "new", "n": 40},
+            ]
+        )
         # the server's affected rows: 2 per updated row, 0 per unchanged, 1 per inserted
         assert result == {"rowcount": 3}
         assert sql(f"SELECT id, v, n FROM `{table}` ORDER BY id") == [
-            (1, "old", 1), (2, "new", 20), (3, "same", 3), (4, "new", 40)
+            (1, "old", 1),
+            (2, "new", 20),
+            (3, "same", 3),
+            (4, "new", 40),
         ]
         # rows given as tuples, fewer columns: only those are updated
         tuples = mysql.writer(table, url=tables.url, mode="upsert", columns=["n", "id"])
         await tuples(rows=[(200, 2), (500, 5)])
         await tuples.aclose()
         assert sql(f"SELECT id, v, n FROM `{table}` ORDER BY id") == [
-            (1, "old", 1), (2, "new", 200), (3, "same", 3), (4, "new", 40), (5, None, 500)
+            (1, "old", 1),
+            (2, "new", 200),
+            (3, "same", 3),
+            (4, "new", 40),
+            (5, None, 500),
         ]
     finally:
         await step.aclose()
@@ -319,10 +383,15 @@ async def test_upsert_on_a_unique_key_leaves_the_primary_key_alone(tables: Table
     step = mysql.writer(f"{tables.url.rsplit('/', 1)[1]}.{table}", url=tables.url, mode="upsert")
     try:
         # id, code and shop belong to keys: only price is updated, id 7 is kept
-        await step(rows=[{"id": 99, "code": "A", "shop": 1, "price": 11},
-                         {"id": 100, "code": "A", "shop": 2, "price": 12}])
+        await step(
+            rows=[
+                {"id": 99, "code": "A", "shop": 1, "price": 11},
+                {"id": 100, "code": "A", "shop": 2, "price": 12},
+            ]
+        )
         assert sql(f"SELECT id, code, shop, price FROM `{table}` ORDER BY id") == [
-            (7, "A", 1, 11), (100, "A", 2, 12)
+            (7, "A", 1, 11),
+            (100, "A", 2, 12),
         ]
         # only key columns given: an existing row is kept as it is
         keys_only = mysql.writer(table, url=tables.url, mode="upsert")
@@ -341,15 +410,23 @@ async def test_replace_deletes_the_old_row_and_inserts_the_new_one(tables: Table
         # REPLACE counts the deleted row and the inserted one
         assert await step(rows=[(2, "new"), (3, "new")]) == {"rowcount": 3}
         assert sql(f"SELECT id, v, n FROM `{table}` ORDER BY id") == [
-            (1, "old", 1), (2, "new", 5), (3, "new", 5)
+            (1, "old", 1),
+            (2, "new", 5),
+            (3, "new", 5),
         ]
     finally:
         await step.aclose()
 
 
-@pytest.mark.parametrize(("mode", "counter"), [("insert", "Com_insert"), ("ignore", "Com_insert"),
-                                                ("upsert", "Com_insert"),
-                                                ("replace", "Com_replace")])
+@pytest.mark.parametrize(
+    ("mode", "counter"),
+    [
+        ("insert", "Com_insert"),
+        ("ignore", "Com_insert"),
+        ("upsert", "Com_insert"),
+        ("replace", "Com_replace"),
+    ],
+)
 async def test_ten_thousand_rows_go_as_ten_multi_row_statements(tables: Tables, mode, counter):
     table = tables.create("id INT PRIMARY KEY, name VARCHAR(40), qty INT, price DOUBLE")
     pool = await one_connection_pool(tables.url)  # so the session counters are the step's
@@ -396,7 +473,7 @@ INJECTIONS = [
     "'); DROP TABLE x; --",
     "\\'; DROP TABLE x; --",
     "%(v)s %s %% {0} {v}",
-    "\" OR \"1\"=\"1",
+    '" OR "1"="1',
     "' OR '1'='1",
     "nul\x00byte\x1a",
     "`backtick`",
@@ -442,8 +519,9 @@ async def test_execute_runs_ddl_updates_and_deletes(tables: Tables):
     table = tables.name("ddl")
     create = mysql.execute(f"CREATE TABLE `{table}` (id INT PRIMARY KEY, v INT)", url=tables.url)
     fill = mysql.execute(f"INSERT INTO `{table}` VALUES (1, 1), (2, 2), (3, 3)", url=tables.url)
-    bump = mysql.execute(f"UPDATE `{table}` SET v = v + %(by)s WHERE id >= %(from_id)s",
-                         url=tables.url)
+    bump = mysql.execute(
+        f"UPDATE `{table}` SET v = v + %(by)s WHERE id >= %(from_id)s", url=tables.url
+    )
     prune = mysql.execute(f"DELETE FROM `{table}` WHERE v > %(limit)s", url=tables.url)
     try:
         assert await create() == {"rowcount": 0}
@@ -478,8 +556,7 @@ async def test_a_query_without_placeholders_is_sent_as_written(tables: Tables):
 
 async def test_the_step_s_own_pool_has_autocommit_off_and_reads_see_new_commits(tables: Tables):
     table = tables.create("id INT PRIMARY KEY")
-    read = mysql.reader(f"SELECT @@autocommit AS ac, COUNT(*) AS n FROM `{table}`",
-                        url=tables.url)
+    read = mysql.reader(f"SELECT @@autocommit AS ac, COUNT(*) AS n FROM `{table}`", url=tables.url)
     try:
         assert await read() == {"rows": [{"ac": 0, "n": 0}]}
         sql(f"INSERT INTO `{table}` VALUES (1)")
@@ -541,22 +618,25 @@ def test_a_step_used_in_two_event_loops_has_a_pool_in_each(tables: Tables):
 
 
 async def test_a_wrong_password_propagates_the_server_error_without_the_password(tables: Tables):
-    step = mysql.reader("SELECT 1", url=tables.url.replace("://", "://nobody_x:s3cr3t-pw@", 1)
-                        if "@" not in tables.url else
-                        "mysql://nobody_x:s3cr3t-pw@" + tables.url.split("@", 1)[1])
+    step = mysql.reader(
+        "SELECT 1",
+        url=tables.url.replace("://", "://nobody_x:s3cr3t-pw@", 1)
+        if "@" not in tables.url
+        else "mysql://nobody_x:s3cr3t-pw@" + tables.url.split("@", 1)[1],
+    )
     with pytest.raises(pymysql.err.OperationalError) as caught:
         await step()
     await step.aclose()
     assert caught.value.args[0] == 1045
-    text = "\n".join([str(caught.value), repr(caught.value), *getattr(caught.value, "__notes__",
-                                                                      [])])
+    text = "\n".join(
+        [str(caught.value), repr(caught.value), *getattr(caught.value, "__notes__", [])]
+    )
     assert "s3cr3t-pw" not in text
 
 
 async def test_a_reader_commits_so_insert_returning_works(tables: Tables):
     table = tables.create("id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20)")
-    step = mysql.reader(f"INSERT INTO `{table}` (v) VALUES (%(v)s) RETURNING id, v",
-                        url=tables.url)
+    step = mysql.reader(f"INSERT INTO `{table}` (v) VALUES (%(v)s) RETURNING id, v", url=tables.url)
     try:
         assert await step(v="x") == {"rows": [{"id": 1, "v": "x"}]}
         assert sql(f"SELECT id, v FROM `{table}`") == [(1, "x")]
@@ -574,9 +654,7 @@ async def test_number_like_values_of_other_types_are_written_as_their_text(table
     table = tables.create("id INT PRIMARY KEY, n INT, q VARCHAR(10)")
     step = mysql.writer(table, url=tables.url)
     try:
-        assert await step(rows=[{"id": 1, "n": Level.HIGH, "q": Fraction(1, 3)}]) == {
-            "rowcount": 1
-        }
+        assert await step(rows=[{"id": 1, "n": Level.HIGH, "q": Fraction(1, 3)}]) == {"rowcount": 1}
     finally:
         await step.aclose()
     assert sql(f"SELECT id, n, q FROM `{table}`") == [(1, 3, "1/3")]

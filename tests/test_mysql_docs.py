@@ -49,8 +49,18 @@ def test_every_public_name_is_documented(name: str):
 
 @pytest.mark.parametrize(
     "option",
-    ["url", "pool", "columns", "mode", "batch_size", "charset", "minsize", "maxsize",
-     "pool_recycle", "connect_timeout"],
+    [
+        "url",
+        "pool",
+        "columns",
+        "mode",
+        "batch_size",
+        "charset",
+        "minsize",
+        "maxsize",
+        "pool_recycle",
+        "connect_timeout",
+    ],
 )
 def test_every_option_is_documented(option: str):
     assert f"`{option}`" in DOC or f"`{option}=" in DOC

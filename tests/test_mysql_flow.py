@@ -140,8 +140,9 @@ async def test_with_a_retry_policy_the_flow_finishes_with_every_row_once(tables:
         await asyncio.wait_for(killer.kill_the_waiting_writer(), 10)
         assert await asyncio.wait_for(run, 20) == {"rowcount": 5000}
     assert len(killer.killed) == 1
-    assert sql(f"SELECT COUNT(*), COUNT(DISTINCT id), SUM(v = CONCAT('row ', id))"
-               f" FROM `{table}`") == [(5000, 5000, 5000)]
+    assert sql(
+        f"SELECT COUNT(*), COUNT(DISTINCT id), SUM(v = CONCAT('row ', id)) FROM `{table}`"
+    ) == [(5000, 5000, 5000)]
 
 
 async def test_a_call_waiting_for_the_only_connection_gets_a_new_one_when_it_is_killed(
@@ -180,7 +181,9 @@ def test_the_mysql_merge_example_writes_reads_back_and_drops_its_table(
     )
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
-    assert out.stdout == """\
+    assert (
+        out.stdout
+        == """\
 query_1: wrote 3 rows
 query_2: wrote 2 rows
 query_3: wrote 1 rows
@@ -193,6 +196,7 @@ the table holds:
   query_3 #0: a=6 b=60
 table dropped
 """
+    )
     assert sql("SHOW TABLES LIKE 'merged\\_%'") == before
 
 
@@ -205,8 +209,7 @@ def test_the_example_says_how_to_get_a_server_when_there_is_none(tmp_path: Path)
         encoding="utf-8",
         timeout=60,
         check=False,
-        env={**os.environ,
-             "ASYNCDATAFLOW_MYSQL_URL": "mysql://root@127.0.0.1:1/test"},
+        env={**os.environ, "ASYNCDATAFLOW_MYSQL_URL": "mysql://root@127.0.0.1:1/test"},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("skipped: no MySQL/MariaDB server answers")

@@ -146,8 +146,11 @@ async def test_a_step_without_a_policy_fails_at_error_on_its_first_attempt(
     with pytest.raises(KeyError):
         await DataFlow((fails,), plugins=[log])(x=1)
     assert [e for e in events(records) if e[1] >= logging.WARNING] == [
-        ("step_failed", logging.ERROR, "test_a_step_without_a_policy_fails_at_error_on_its_"
-         "first_attempt.<locals>.fails"),
+        (
+            "step_failed",
+            logging.ERROR,
+            "test_a_step_without_a_policy_fails_at_error_on_its_first_attempt.<locals>.fails",
+        ),
         ("run_failed", logging.ERROR, None),
     ]
 
@@ -210,7 +213,8 @@ async def test_cancellation_and_loop_iterations_are_debug(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [e[:2] for e in events(records)][-2:] == [
-        ("step_cancelled", logging.DEBUG), ("run_cancelled", logging.DEBUG)
+        ("step_cancelled", logging.DEBUG),
+        ("run_cancelled", logging.DEBUG),
     ]
     records.clear()
 

@@ -46,8 +46,10 @@ def make_flow(plugin: MetricsPlugin, flaky: Flaky) -> DataFlow:
     return DataFlow(
         (
             step(first, name="first"),
-            (step(never, name="never"), step(flaky, name="flaky",
-                                              retry=Retry(attempts=3, backoff=0.001))),
+            (
+                step(never, name="never"),
+                step(flaky, name="flaky", retry=Retry(attempts=3, backoff=0.001)),
+            ),
         ),
         name="etl",
         plugins=[plugin],
@@ -75,10 +77,13 @@ async def test_runs_steps_retries_and_skips_are_counted(registry: CollectorRegis
     assert v("asyncdataflow_steps_total", flow="etl", step="flaky", outcome="ok") == 3
     # one failed attempt in the first flow, three in the failing one
     assert v("asyncdataflow_steps_total", flow="etl", step="flaky", outcome="error") == 4
-    assert v("asyncdataflow_step_duration_seconds_count",
-             flow="etl", step="flaky", outcome="error") == 4
-    assert v("asyncdataflow_step_duration_seconds_count",
-             flow="etl", step="first", outcome="ok") == 4
+    assert (
+        v("asyncdataflow_step_duration_seconds_count", flow="etl", step="flaky", outcome="error")
+        == 4
+    )
+    assert (
+        v("asyncdataflow_step_duration_seconds_count", flow="etl", step="first", outcome="ok") == 4
+    )
     assert v("asyncdataflow_step_retries_total", flow="etl", step="flaky") == 1 + 2
     assert v("asyncdataflow_step_skips_total", flow="etl", step="never") == 4
     assert v("asyncdataflow_step_skips_total", flow="etl", step="first") == 0
@@ -149,5 +154,9 @@ def test_namespace_and_buckets(registry: CollectorRegistry) -> None:
 async def test_buckets_are_used(registry: CollectorRegistry) -> None:
     plugin = MetricsPlugin(registry, buckets=(0.5, 5.0))
     await DataFlow((first,), name="b", plugins=[plugin])(x=1)
-    assert value(registry, "asyncdataflow_run_duration_seconds_bucket",
-                 flow="b", outcome="ok", le="0.5") == 1
+    assert (
+        value(
+            registry, "asyncdataflow_run_duration_seconds_bucket", flow="b", outcome="ok", le="0.5"
+        )
+        == 1
+    )

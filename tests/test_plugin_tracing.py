@@ -67,8 +67,11 @@ def build(provider: TracerProvider, plugin: TracingPlugin, flaky_failures: int =
     return DataFlow(
         (
             step(start, name="start"),
-            (step(branch_async, name="async"), step(branch_thread, name="thread"),
-             step(never, name="never")),
+            (
+                step(branch_async, name="async"),
+                step(branch_thread, name="thread"),
+                step(never, name="never"),
+            ),
             step(flaky, name="flaky", retry=Retry(attempts=3, backoff=0.001, jitter=False)),
         ),
         name="traced",
@@ -83,10 +86,19 @@ async def test_one_span_per_run_and_per_step_attempt_with_parents(
     flow = build(provider, TracingPlugin(provider))
     assert await flow(x=1) == {"sum": 4}
     spans = exporter.get_finished_spans()
-    assert sorted(s.name for s in spans) == sorted([
-        "flow traced", "start", "async", "inside async", "thread", "inside thread", "never",
-        "flaky", "flaky",
-    ])
+    assert sorted(s.name for s in spans) == sorted(
+        [
+            "flow traced",
+            "start",
+            "async",
+            "inside async",
+            "thread",
+            "inside thread",
+            "never",
+            "flaky",
+            "flaky",
+        ]
+    )
     (run,) = by_name(spans, "flow traced")
     assert run.parent is None
     assert run.attributes is not None
@@ -123,8 +135,9 @@ async def test_a_failed_attempt_records_the_exception_and_its_retry_is_marked(
 ) -> None:
     provider, exporter = tracing
     await build(provider, TracingPlugin(provider))(x=1)
-    first, second = sorted(by_name(exporter.get_finished_spans(), "flaky"),
-                           key=lambda s: s.start_time or 0)
+    first, second = sorted(
+        by_name(exporter.get_finished_spans(), "flaky"), key=lambda s: s.start_time or 0
+    )
     assert first.status.status_code is StatusCode.ERROR
     assert "ConnectionError" in (first.status.description or "")
     (event,) = first.events
@@ -133,10 +146,14 @@ async def test_a_failed_attempt_records_the_exception_and_its_retry_is_marked(
     assert event.attributes["exception.type"] == "ConnectionError"
     assert event.attributes["exception.message"] == "failure 1"
     assert first.attributes is not None and second.attributes is not None
-    assert (first.attributes["asyncdataflow.step.attempt"],
-            first.attributes["asyncdataflow.step.retry"]) == (1, False)
-    assert (second.attributes["asyncdataflow.step.attempt"],
-            second.attributes["asyncdataflow.step.retry"]) == (2, True)
+    assert (
+        first.attributes["asyncdataflow.step.attempt"],
+        first.attributes["asyncdataflow.step.retry"],
+    ) == (1, False)
+    assert (
+        second.attributes["asyncdataflow.step.attempt"],
+        second.attributes["asyncdataflow.step.retry"],
+    ) == (2, True)
     assert second.attributes["asyncdataflow.step.retry_delay"] == 0.001
     assert second.status.status_code is StatusCode.UNSET
     assert first.end_time <= second.start_time  # type: ignore[operator]
@@ -246,8 +263,12 @@ async def test_loop_iterations_are_separate_runs(
             flow.stop()
         return {}
 
-    flow = DataFlow((step(tick, name="tick"),), name="loop", infinity_loop=True,
-                    plugins=[TracingPlugin(provider)])
+    flow = DataFlow(
+        (step(tick, name="tick"),),
+        name="loop",
+        infinity_loop=True,
+        plugins=[TracingPlugin(provider)],
+    )
     await flow(x=0)
     runs = by_name(exporter.get_finished_spans(), "flow loop")
     iterations = [dict(r.attributes or {})["asyncdataflow.run.iteration"] for r in runs]

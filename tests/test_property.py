@@ -128,8 +128,10 @@ class AsyncStep(SyncStep):
 def build_step(spec: StepSpec) -> Any:
     """A real callable whose signature is the spec's; it calls :func:`behave`."""
     if spec.form == "object":
-        kind = inspect.Parameter.KEYWORD_ONLY if spec.kwonly else (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD
+        kind = (
+            inspect.Parameter.KEYWORD_ONLY
+            if spec.kwonly
+            else (inspect.Parameter.POSITIONAL_OR_KEYWORD)
         )
         ordered = sorted(spec.params, key=lambda p: p[1] is not REQUIRED)
         sig = inspect.Signature([inspect.Parameter(n, kind, default=d) for n, d in ordered])
@@ -297,7 +299,8 @@ def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
     outputs = tuple(
         draw(
             st.lists(
-                st.tuples(st.sampled_from(KEYS), VALUES, source), max_size=4,
+                st.tuples(st.sampled_from(KEYS), VALUES, source),
+                max_size=4,
                 unique_by=lambda o: o[0],
             )
         )
@@ -305,8 +308,15 @@ def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
     roll = draw(st.integers(0, 99))
     ret = "dict" if roll < 85 else "none" if roll < 93 else "raise" if roll < 97 else "bad"
     return StepSpec(
-        id=counter[0], kind=kind, form=form, kwonly=draw(st.booleans()), params=params,
-        bound=bound, outputs=outputs, ret=ret, options=draw(st.integers(0, 9)) == 0,
+        id=counter[0],
+        kind=kind,
+        form=form,
+        kwonly=draw(st.booleans()),
+        params=params,
+        bound=bound,
+        outputs=outputs,
+        ret=ret,
+        options=draw(st.integers(0, 9)) == 0,
     )
 
 
@@ -336,8 +346,7 @@ def flows(draw: st.DrawFn) -> tuple[Seq, str, bool, list[dict[str, int]]]:
     visibility = draw(st.sampled_from(["previous", "initial", "all"]))
     observed = draw(st.booleans())
     calls = draw(
-        st.lists(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6), min_size=2,
-                 max_size=2)
+        st.lists(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6), min_size=2, max_size=2)
     )
     return root, visibility, observed, calls
 

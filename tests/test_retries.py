@@ -149,8 +149,11 @@ async def test_a_timeout_is_per_attempt_and_retried() -> None:
         return {"n": calls["n"]}
 
     flow = DataFlow(
-        (step(slow_then_fast, timeout=0.05,
-              retry=Retry(attempts=3, backoff=0, on=(TimeoutError,))),)
+        (
+            step(
+                slow_then_fast, timeout=0.05, retry=Retry(attempts=3, backoff=0, on=(TimeoutError,))
+            ),
+        )
     )
     assert await flow(x=1) == {"n": 3}
 

@@ -16,8 +16,7 @@ try:
     import pymysql as pymysql  # type: ignore[import-untyped]
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
-        'asyncdataflow.plugins.mysql needs aiomysql and PyMySQL: '
-        'pip install "asyncdataflow[mysql]"'
+        'asyncdataflow.plugins.mysql needs aiomysql and PyMySQL: pip install "asyncdataflow[mysql]"'
     ) from error
 
 from asyncdataflow.exceptions import DataFlowDefinitionError

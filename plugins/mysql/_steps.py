@@ -180,9 +180,7 @@ class Writer(MySQLStep):
                 raise ValueError(f"{name}: rows[0] is an empty dict; there is nothing to write")
             if self._columns is None:
                 keys = first.keys()
-                if not (
-                    set(map(type, rows)) == {dict} and all(row.keys() == keys for row in rows)
-                ):
+                if not (set(map(type, rows)) == {dict} and all(row.keys() == keys for row in rows)):
                     for index, row in enumerate(rows):
                         if not isinstance(row, Mapping) or row.keys() != keys:
                             raise ValueError(self._differs(index, row, columns))
@@ -276,8 +274,12 @@ class Writer(MySQLStep):
         if statement is not None:
             return statement
         quoted = [f"`{column}`" for column in columns]
-        verb = {"insert": "INSERT", "ignore": "INSERT IGNORE", "upsert": "INSERT",
-                "replace": "REPLACE"}[self._mode]
+        verb = {
+            "insert": "INSERT",
+            "ignore": "INSERT IGNORE",
+            "upsert": "INSERT",
+            "replace": "REPLACE",
+        }[self._mode]
         # The shape aiomysql's executemany() rewrites into multi-row INSERTs:
         # "<INSERT|REPLACE> ... VALUES (%s, ...)" optionally followed by "ON DUPLICATE ...".
         statement = (
