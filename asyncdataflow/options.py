@@ -87,6 +87,7 @@ class StepOptions:
     timeout: float | None = None
     retry: Retry | None = None
     limit: int | None = None
+    window: int | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -99,14 +100,22 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     limit: int | None = None,
+    window: int | None = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
     ``TimeoutError``), a retry policy, or a concurrency limit shared by every run of the
-    flow, without changing the function. ``step(step(f, name="a"), timeout=1)`` combines."""
+    flow, without changing the function. ``step(step(f, name="a"), timeout=1)`` combines.
+
+    ``window`` is for a source (a generator function, see the README's Streams section):
+    at most this many of its records in flight at once (default 1)."""
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
     if limit is not None and limit < 1:
         raise DataFlowDefinitionError(f"step({name or func!r}): limit must be >= 1")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise DataFlowDefinitionError(
+            f"step({name or func!r}): window must be an int >= 1, got {window!r}"
+        )
     if isinstance(func, StepOptions):
         return StepOptions(
             func.func,
@@ -114,5 +123,6 @@ def step(
             timeout=timeout if timeout is not None else func.timeout,
             retry=retry if retry is not None else func.retry,
             limit=limit if limit is not None else func.limit,
+            window=window if window is not None else func.window,
         )
-    return StepOptions(func, name=name, timeout=timeout, retry=retry, limit=limit)
+    return StepOptions(func, name=name, timeout=timeout, retry=retry, limit=limit, window=window)
