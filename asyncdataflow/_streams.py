@@ -22,8 +22,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import _runtime as rt
 from ._compiler import Fn
+from ._gather import cancel_and_wait
+from ._hooks import Hooks, logger
+from ._limits import semaphore, semaphores_for
+from ._merging import check_result, merge
+from ._notes import note, retry_note
 from .exceptions import DataFlowFunctionResultError
 from .info import RunInfo
 
@@ -133,7 +137,7 @@ class SourceRunner:
         self,
         flow: DataFlow,
         fn: Fn,
-        hooks: rt.Hooks,
+        hooks: Hooks,
         executor: Executor | None,
         visibility: str,
     ) -> None:
@@ -151,7 +155,7 @@ class SourceRunner:
         self.executor = executor if isinstance(executor, ThreadPoolExecutor) else None
         self.visibility = visibility
         self.label = f"{info.name} ({info.path})"
-        self.limited = rt.StepRunner(flow, fn, hooks, executor) if info.limit else None
+        self.sems = semaphores_for(fn.options) if info.limit else None
 
     # -- pieces -----------------------------------------------------------------------
 
@@ -166,8 +170,8 @@ class SourceRunner:
         if self.visibility == "previous":
             return item
         if self.visibility == "initial":
-            return rt.merge(init, item, "the call arguments", self.label)
-        return rt.merge(d, item, "the data before it", self.label)
+            return merge(init, item, "the call arguments", self.label)
+        return merge(d, item, "the data before it", self.label)
 
     def record_note(self, error: BaseException, index: int) -> None:
         if isinstance(error, _NO_NOTE):
@@ -184,14 +188,14 @@ class SourceRunner:
         if isinstance(error, _NO_NOTE):
             return
         if not isinstance(error, DataFlowFunctionResultError):
-            rt.note(error, self.info, self.flow.name)
+            note(error, self.info, self.flow.name)
         text = f"asyncdataflow: the source failed after yielding {index} record(s)"
         if text not in getattr(error, "__notes__", ()):
             error.add_note(text)
 
     def checked(self, item: Any, index: int) -> Data:
         try:
-            return rt.check_result(item, self.info)
+            return check_result(item, self.info)
         except DataFlowFunctionResultError as error:
             self.source_failed(error, index)
             raise
@@ -212,11 +216,10 @@ class SourceRunner:
     async def __call__(
         self, d: Data, run: RunInfo | None, init: Data, rest: Rest | None, emit: Emit | None = None
     ) -> Data:
-        if self.limited is None:
+        if self.sems is None:
             return await self._attempts(d, run, init, rest, emit)
-        info = self.info
-        assert info.limit is not None
-        sem = self.limited._semaphore(asyncio.get_running_loop(), info.limit)
+        assert self.info.limit is not None
+        sem = semaphore(self.sems, asyncio.get_running_loop(), self.info.limit)
         async with sem:  # held while the source is open
             return await self._attempts(d, run, init, rest, emit)
 
@@ -257,9 +260,9 @@ class SourceRunner:
                         flow=flow, run=run, step=info, error=error, attempt=attempt
                     )
                 except Exception:
-                    rt.logger.exception("asyncdataflow: step_retry_delay hook failed")
+                    logger.exception("asyncdataflow: step_retry_delay hook failed")
                 if delay is None:
-                    text = rt.retry_note(info.retry, error, attempt)
+                    text = retry_note(info.retry, error, attempt)
                     if text not in getattr(error, "__notes__", ()):
                         error.add_note(text)
                     raise
@@ -304,7 +307,7 @@ class SourceRunner:
             try:
                 await source.close()
             except Exception:  # the first error is the one that matters
-                rt.logger.exception("asyncdataflow: closing source %s failed", self.label)
+                logger.exception("asyncdataflow: closing source %s failed", self.label)
             raise
         await source.close()
         return result
@@ -460,7 +463,7 @@ class SourceRunner:
                 finally:
                     waiter = None
         except BaseException:
-            await rt.cancel_and_wait([t for t, _, _ in pending])
+            await cancel_and_wait([t for t, _, _ in pending])
             raise
 
     def _raise(

@@ -4,10 +4,10 @@ Each step is a node labelled with its name, a ``source, window N`` line for a so
 generator step; the rest of its block runs once per record it yields), the parameters it
 takes (``in:``; a trailing ``?`` marks one with a default) and, where known, the keys it
 returns (``out:``, from ``args_mapper(..., output=...)`` or a ``TypedDict`` return
-annotation). Nested blocks are Mermaid subgraphs / DOT clusters labelled ``sequential`` or ``concurrent`` (plus the name
-of an inlined :class:`~asyncdataflow.DataFlow`). Arrows follow the data: each item of a
-sequential block feeds the next; a concurrent block fans out to the first step of every
-branch and fans in from the last.
+annotation). Nested blocks are Mermaid subgraphs / DOT clusters labelled ``sequential``
+or ``concurrent`` (plus the name of an inlined :class:`~asyncdataflow.DataFlow`). Arrows
+follow the data: each item of a sequential block feeds the next; a concurrent block fans
+out to the first step of every branch and fans in from the last.
 
 The text depends only on the definition, so it is stable enough to compare in a test.
 """
