@@ -193,12 +193,10 @@ class SourceRunner:
         if text not in getattr(error, "__notes__", ()):
             error.add_note(text)
 
-    def checked(self, item: Any, index: int) -> Data:
-        try:
-            return check_result(item, self.info)
-        except DataFlowFunctionResultError as error:
-            self.source_failed(error, index)
-            raise
+    @staticmethod
+    def record_run(run: RunInfo, index: int) -> RunInfo:
+        """What the hooks get for a record's steps: the run, with the record's index."""
+        return dataclasses.replace(run, record=(*run.record, index))
 
     def open(self, kw: Data) -> _Source:
         gen = self.info.func(**kw)
@@ -324,39 +322,31 @@ class SourceRunner:
     ) -> Data:
         """Window 1: one record at a time, in the caller's task."""
         nxt = source.advancer()
-        combine = self.combine
+        combine = None if self.visibility == "previous" else self.combine
         out = d
         index = 0
         while True:
             try:
                 item = await nxt()
+                if item.__class__ is not dict:
+                    item = check_result(item, self.info)
             except StopAsyncIteration:
                 return out
             except BaseException as error:
-                progress[1] = True
+                progress[:] = [index, True]
                 self.source_failed(error, index)
                 raise
-            progress[0] = index + 1
-            if item.__class__ is not dict:
-                progress[1] = True
-                item = self.checked(item, index)
-                progress[1] = False
             try:
-                r = combine(d, item, init)
+                r = item if combine is None else combine(d, item, init)
                 if rest is None:
                     if emit is not None:
                         await emit(r)
                     out = r
+                elif run is None and emit is None:
+                    out = await rest(r, None, init)
                 else:
-                    rrun = (
-                        run
-                        if run is None
-                        else dataclasses.replace(run, record=(*run.record, index))
-                    )
-                    if emit is None:
-                        out = await rest(r, rrun, init)
-                    else:
-                        out = await rest(r, rrun, init, emit)
+                    rrun = run if run is None else self.record_run(run, index)
+                    out = await (rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit))
             except BaseException as error:
                 self.record_note(error, index)
                 raise
@@ -417,6 +407,8 @@ class SourceRunner:
                     advancing = True
                     try:
                         item = await nxt()
+                        if item.__class__ is not dict:
+                            item = check_result(item, self.info)
                     except StopAsyncIteration:
                         exhausted = True
                         continue
@@ -426,26 +418,17 @@ class SourceRunner:
                             continue  # a record failed: raised above
                         raise
                     except BaseException as error:
-                        progress[1] = True
+                        progress[:] = [index, True]
                         self.source_failed(error, index)
                         raise
                     finally:
                         advancing = False
-                    progress[0] = index + 1
-                    if item.__class__ is not dict:
-                        progress[1] = True
-                        item = self.checked(item, index)
-                        progress[1] = False
                     try:
                         r = combine(d, item, init)
                     except BaseException as error:
                         self.record_note(error, index)
                         raise
-                    rrun = (
-                        run
-                        if run is None
-                        else dataclasses.replace(run, record=(*run.record, index))
-                    )
+                    rrun = run if run is None else self.record_run(run, index)
                     if emit is None:
                         task = loop.create_task(rest(r, rrun, init))
                         sink = None
