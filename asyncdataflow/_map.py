@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._runtime import cancel_and_wait
+from ._gather import cancel_and_wait
 from .exceptions import DataFlowCallError
 
 if TYPE_CHECKING:
