@@ -22,19 +22,15 @@ try:
         NOWHERE,
         Tables,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import (  # type: ignore[no-redef]  # noqa: F401
+    from tests._mysql_server import (  # type: ignore[no-redef]
         NOWHERE,
         Tables,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 

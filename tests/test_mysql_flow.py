@@ -24,19 +24,15 @@ try:
         Tables,
         connect_kwargs,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import (  # type: ignore[no-redef]  # noqa: F401
+    from tests._mysql_server import (  # type: ignore[no-redef]
         Tables,
         connect_kwargs,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 
