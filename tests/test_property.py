@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import event, given, note, settings
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 
 import asyncdataflow
@@ -504,7 +504,6 @@ async def run_all(
     return await asyncio.gather(*runs)
 
 
-@settings(max_examples=500, deadline=None)
 @given(flows())
 def test_executor_agrees_with_the_model(case: tuple[Seq, str, bool, list[dict[str, int]]]) -> None:
     root, visibility, observed, calls = case
