@@ -18,7 +18,7 @@ import dataclasses
 import inspect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,18 @@ class _Source:
         if self.kind == "async" and self.timeout is None:
             return self.gen.__anext__  # type: ignore[no-any-return]
         return self.advance
+
+    def items(self) -> AsyncIterator[Any]:
+        """The items, for ``async for``: the generator itself when nothing wraps it."""
+        if self.kind == "async" and self.timeout is None:
+            return self.gen  # type: ignore[no-any-return]
+        return self
+
+    def __aiter__(self) -> _Source:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self.advance()
 
     async def advance(self) -> Any:
         if self.timeout is None:
@@ -321,36 +333,38 @@ class SourceRunner:
         progress: list[Any],
     ) -> Data:
         """Window 1: one record at a time, in the caller's task."""
-        nxt = source.advancer()
         combine = None if self.visibility == "previous" else self.combine
         out = d
         index = 0
-        while True:
-            try:
-                item = await nxt()
+        in_record = False  # tells a record's failure from the source's own
+        try:
+            async for item in source.items():
                 if item.__class__ is not dict:
                     item = check_result(item, self.info)
-            except StopAsyncIteration:
-                return out
-            except BaseException as error:
+                try:
+                    r = item if combine is None else combine(d, item, init)
+                    if rest is None:
+                        if emit is not None:
+                            await emit(r)
+                        out = r
+                    elif run is None and emit is None:
+                        out = await rest(r, None, init)
+                    else:
+                        rrun = run if run is None else self.record_run(run, index)
+                        out = await (
+                            rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit)
+                        )
+                except BaseException as error:
+                    in_record = True
+                    self.record_note(error, index)
+                    raise
+                index += 1
+        except BaseException as error:
+            if not in_record:
                 progress[:] = [index, True]
                 self.source_failed(error, index)
-                raise
-            try:
-                r = item if combine is None else combine(d, item, init)
-                if rest is None:
-                    if emit is not None:
-                        await emit(r)
-                    out = r
-                elif run is None and emit is None:
-                    out = await rest(r, None, init)
-                else:
-                    rrun = run if run is None else self.record_run(run, index)
-                    out = await (rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit))
-            except BaseException as error:
-                self.record_note(error, index)
-                raise
-            index += 1
+            raise
+        return out
 
     async def _windowed(
         self,

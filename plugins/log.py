@@ -18,7 +18,9 @@ Each record carries ``extra`` fields, prefixed ``adf_`` so they never clash with
 :class:`logging.LogRecord` attributes: ``adf_flow``, ``adf_run_id``, ``adf_event``, and
 where they apply ``adf_step``, ``adf_path``, ``adf_attempt``, ``adf_duration`` (seconds),
 ``adf_delay``, ``adf_error`` (the exception's type name), ``adf_iteration``,
-``adf_missing``, ``adf_keys`` (output key names).
+``adf_missing``, ``adf_keys`` (output key names); step records also carry
+``adf_record``, the record's index in each source it runs under (``()`` outside a
+stream).
 
 The plugin never configures logging (no handler, no level: that is the application's
 job) and never logs the values of a run's arguments or of a step's input and output, which
@@ -70,6 +72,7 @@ def _step_extra(
         "adf_run_id": _run_id(run),
         "adf_step": step.name,
         "adf_path": step.path,
+        "adf_record": run.record if run is not None else (),
         **more,
     }
 

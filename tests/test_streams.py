@@ -645,3 +645,60 @@ def test_the_graph_marks_a_source() -> None:
     assert "source, window 4" in flow.to_mermaid()
     assert "source, window 4" in flow.to_dot()
     assert "source, window" not in DataFlow((work,)).to_mermaid()
+
+
+async def test_tracing_gives_each_records_step_its_own_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from asyncdataflow.plugins.tracing import TracingPlugin
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    both = asyncio.Event()
+    inside = 0
+
+    async def numbers(n: int) -> AsyncIterator[dict[str, int]]:
+        for i in range(n):
+            yield {"i": i}
+
+    async def work(i: int) -> dict[str, int]:
+        nonlocal inside
+        inside += 1
+        if inside == 2:
+            both.set()
+        await both.wait()  # two records' spans are open at once
+        return {"i": i}
+
+    plugin = TracingPlugin(provider)
+    flow = DataFlow((step(numbers, window=2), step(work, name="work")), plugins=[plugin])
+    assert await flow(n=4) == {"i": 3}
+    provider.shutdown()
+    spans = [s for s in exporter.get_finished_spans() if s.name == "work"]
+    assert sorted(tuple(s.attributes["asyncdataflow.record"]) for s in spans) == [  # type: ignore[arg-type,index]
+        (0,),
+        (1,),
+        (2,),
+        (3,),
+    ]
+    assert len({s.context.span_id for s in spans}) == 4  # type: ignore[union-attr]
+    assert plugin._steps == {}  # every span ended
+
+
+async def test_the_log_plugin_names_the_record(caplog: pytest.LogCaptureFixture) -> None:
+    from asyncdataflow.plugins import log
+
+    async def numbers(n: int) -> AsyncIterator[dict[str, int]]:
+        for i in range(n):
+            yield {"i": i}
+
+    async def work(i: int) -> dict[str, int]:
+        return {"i": i}
+
+    flow = DataFlow((numbers, step(work, name="work")), plugins=[log])
+    with caplog.at_level("DEBUG", logger=log.LOGGER_NAME):
+        await flow(n=2)
+    records = [r.adf_record for r in caplog.records if getattr(r, "adf_step", None) == "work"]
+    assert sorted(set(records)) == [(0,), (1,)]
