@@ -12,7 +12,7 @@ import asyncio
 import csv
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from itertools import islice
 from typing import IO, Any
 
@@ -95,7 +95,7 @@ def _close_when_open(opening: asyncio.Future[ChunkFile]) -> None:
 
 async def read_chunks(
     path: str, fmt: str, encoding: str, size: int, key: str
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Yield ``{key: [item, ...]}`` records of at most ``size`` items each; the file is
     closed when the source ends, fails or is closed (``aclose()``, cancellation)."""
     opening = asyncio.ensure_future(_open(path, fmt, encoding))
