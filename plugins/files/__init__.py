@@ -4,6 +4,7 @@ aiofiles so the event loop never waits on the disk. Needs ``pip install
 "asyncdataflow[files]"``. See docs/files.md.
 """
 
+from ._durable import FileCheckpoints, FileDeadLetters, checkpoints, dead_letters
 from ._formats import FORMATS
 from ._paths import FilesArgumentError, PathOutsideBaseDirError
 from ._steps import MODES, Reader, Writer, reader, writer
@@ -11,10 +12,14 @@ from ._steps import MODES, Reader, Writer, reader, writer
 __all__ = [
     "FORMATS",
     "MODES",
+    "FileCheckpoints",
+    "FileDeadLetters",
     "FilesArgumentError",
     "PathOutsideBaseDirError",
     "Reader",
     "Writer",
+    "checkpoints",
+    "dead_letters",
     "reader",
     "writer",
 ]
