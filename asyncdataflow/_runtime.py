@@ -11,12 +11,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from ._compiler import Block, Fn, guard_missing
+from ._protect import Guard
 from .exceptions import (
     DataFlowFunctionResultError,
     DataFlowMergeResultError,
@@ -205,6 +206,8 @@ class Hooks:
         "on_step_skipped",
         "on_step_retry",
         "after_loop_iteration",
+        "on_rate_change",
+        "on_breaker_change",
     )
 
     def __init__(self, pm: Any) -> None:
@@ -280,7 +283,9 @@ class _ThreadSlot:
 class StepRunner:
     """The instrumented call of one step: hooks, limit, timeout, retries."""
 
-    __slots__ = ("_sems", "ctx", "executor", "flow", "fn", "hooks", "info", "plain_async")
+    __slots__ = (
+        "_sems", "ctx", "executor", "flow", "fn", "guard", "hooks", "info", "plain_async",
+    )  # fmt: skip
 
     def __init__(self, flow: DataFlow, fn: Fn, hooks: Hooks, executor: Executor | None) -> None:
         self.flow = flow
@@ -293,6 +298,10 @@ class StepRunner:
         self.ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
         info = fn.info
         self.plain_async = info.is_async and info.limit is None and info.timeout is None
+        # rate= and breaker= (asyncdataflow/_protect.py): only steps that have them
+        self.guard = Guard(self) if info.rate is not None or info.breaker is not None else None
+        if self.guard is not None:
+            self.plain_async = False
         # a limit belongs to its step(...) object: shared by every run of every flow that
         # holds it, and kept across rebuilds of a plan
         self._sems = _LIMITS.setdefault(fn.options, WeakKeyDictionary()) if fn.options else None
@@ -341,16 +350,27 @@ class StepRunner:
             return await self._timed(self._call(kw))
         return await self._timed(self._limited(kw, self.info.limit))
 
-    async def _limited(self, kw: Data, limit: int) -> Any:
+    async def _limited(
+        self, kw: Data, limit: int, enter: Callable[[], Awaitable[None]] | None = None
+    ) -> Any:
+        """``enter`` (rate and breaker) is awaited once the slot is held."""
         info = self.info
         loop = asyncio.get_running_loop()
         sem = self._semaphore(loop, limit)
         if info.is_async or info.inline:
             async with sem:
+                if enter is not None:
+                    await enter()
                 return await self._call(kw)
         # a sync step keeps running in its worker after a timeout or a cancellation:
         # its slot is freed when the worker is done, not when the await gives up
         await sem.acquire()
+        if enter is not None:
+            try:
+                await enter()
+            except BaseException:
+                sem.release()
+                raise
         if self.ctx:
             slot = _ThreadSlot(loop, sem)
             call = functools.partial(contextvars.copy_context().run, slot.run, info.func, **kw)
@@ -379,6 +399,8 @@ class StepRunner:
             try:
                 if self.plain_async:
                     raw = await info.func(**kw)
+                elif self.guard is not None:
+                    raw = await self.guard.call(kw, run)
                 else:
                     raw = await self._guarded(kw)
                 result = check_result(raw, info)
