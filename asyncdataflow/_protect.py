@@ -21,7 +21,7 @@ from weakref import WeakKeyDictionary
 from .exceptions import DataFlowCircuitOpenError, DataFlowDefinitionError
 
 if TYPE_CHECKING:
-    from ._runtime import StepRunner
+    from ._step_runner import StepRunner
     from .info import RunInfo
 
 __all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Breaker", "Rate"]
@@ -551,7 +551,7 @@ class Guard:
         try:
             pause = runner.hooks.pm.hook.step_slow_down(step=runner.info, error=error)
         except Exception:
-            from ._runtime import logger
+            from ._hooks import logger
 
             logger.exception("asyncdataflow: step_slow_down hook failed")
             pause = None

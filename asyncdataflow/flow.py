@@ -11,10 +11,11 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
-from . import _runtime as rt
 from . import plugin_manager as _plugins
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, unwrap_step
+from ._gather import cancel_and_wait
+from ._hooks import Hooks, logger
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
 from .options import Retry
@@ -100,7 +101,7 @@ class DataFlow:
     def _build(self) -> None:
         pm = _plugins.plugin_manager_for(self.plugins)
         self._version = _plugins.VERSION
-        self._hooks = rt.Hooks(pm)
+        self._hooks = Hooks(pm)
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
         # equal to the plugin version only while the plan is current and calls no hook
         self._fast = self._version if not (self.infinity_loop or self._hooks.any) else -1
@@ -299,7 +300,7 @@ class DataFlow:
                 await wakeup
                 wakeup = None
         finally:
-            await rt.cancel_and_wait(pending)
+            await cancel_and_wait(pending)
 
     # -- closing --------------------------------------------------------------------
 
@@ -341,7 +342,7 @@ class DataFlow:
         try:  # the body's exception is the one that matters: do not replace it
             await self.aclose()
         except Exception:
-            rt.logger.exception("asyncdataflow: closing flow %r failed", self.name)
+            logger.exception("asyncdataflow: closing flow %r failed", self.name)
 
     # -- looking at it --------------------------------------------------------------
 
