@@ -145,6 +145,7 @@ class Bucket:
 
     __slots__ = (
         "capacity",
+        "clock",
         "loop",
         "next_recover",
         "paused_until",
@@ -158,6 +159,7 @@ class Bucket:
 
     def __init__(self, spec: Rate, loop: asyncio.AbstractEventLoop) -> None:
         self.spec, self.loop = spec, loop
+        self.clock = loop.time
         self.rate = float(spec.per_second)
         self.capacity = float(spec.burst)
         self.tokens = self.capacity
@@ -177,13 +179,19 @@ class Bucket:
         """Take a token if one is free and nobody waits (the fast path: no await)."""
         if self.waiters:
             return False
-        now = self.loop.time()
+        now = self.clock()
         if now < self.paused_until:
             return False
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        tokens = self.tokens
+        if now > self.stamp:
+            tokens += (now - self.stamp) * self.rate
+            if tokens > self.capacity:
+                tokens = self.capacity
+            self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False
 
     async def wait(self) -> None:
@@ -368,9 +376,13 @@ class _Ticket:
 
     __slots__ = ("admitted", "trial")
 
-    def __init__(self) -> None:
-        self.admitted = False
+    def __init__(self, admitted: bool = False) -> None:
+        self.admitted = admitted
         self.trial = False
+
+
+#: the ticket of every attempt let through on the fast path (never a trial)
+_ADMITTED = _Ticket(admitted=True)
 
 
 _BUCKETS: WeakKeyDictionary[Rate, WeakKeyDictionary[asyncio.AbstractEventLoop, Bucket]]
@@ -409,7 +421,9 @@ class Guard:
     """Per step runner: lets an attempt through the rate and the breaker, and tells
     them how it ended. Hook calls go through the runner's flow hooks."""
 
-    __slots__ = ("_breaker", "_bucket", "_loop", "breaker", "rate", "runner", "waits")
+    __slots__ = (
+        "_breaker", "_bucket", "_loop", "breaker", "direct", "func", "rate", "runner", "waits",
+    )  # fmt: skip
 
     def __init__(self, runner: StepRunner) -> None:
         info = runner.info
@@ -419,6 +433,9 @@ class Guard:
         retry = info.retry
         # a policy that retries DataFlowCircuitOpenError waits for the breaker instead
         self.waits = retry is not None and issubclass(DataFlowCircuitOpenError, retry.on)
+        # no limit and no timeout: an attempt let through at once is just the call
+        self.direct = info.limit is None and info.timeout is None
+        self.func = info.func if info.is_async else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bucket: Bucket | None = None
         self._breaker: BreakerState | None = None
@@ -435,6 +452,19 @@ class Guard:
         """One attempt of the step: rate and breaker, then the call (limit, timeout).
         The timeout covers the waits for a token and for the breaker."""
         runner = self.runner
+        if self.direct and self._at_once():
+            try:
+                if self.func is not None:
+                    raw = await self.func(**kw)
+                else:
+                    raw = await runner._call(kw)
+            except BaseException as error:
+                self._failed(error, run, _ADMITTED)
+                raise
+            breaker = self._breaker
+            if breaker is not None and breaker.failures:
+                breaker.failures = 0
+            return raw
         ticket = _Ticket()
         try:
             raw = await runner._timed(self._through(kw, run, ticket))
@@ -445,6 +475,21 @@ class Guard:
         if ticket.admitted and self._breaker is not None:
             self._succeeded(run, ticket)
         return raw
+
+    def _at_once(self) -> bool:
+        """Let an attempt through now if nothing holds it back: a closed breaker, a
+        token free at the full rate (the fast path: no await, no allocation)."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._states()
+        breaker = self._breaker
+        if breaker is not None and breaker.state is not CLOSED:
+            return False
+        bucket = self._bucket
+        if bucket is not None:
+            if bucket.rate < bucket.spec.per_second:
+                return False  # recovering: enter() tells each step
+            return bucket.try_take()
+        return True
 
     async def _through(self, kw: dict[str, Any], run: RunInfo | None, ticket: _Ticket) -> Any:
         runner = self.runner
