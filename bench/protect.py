@@ -13,11 +13,13 @@ one-step flow around the same trivial async function (``{"v": v + 1}``):
 - breaker: ``step(f, breaker=Breaker())``;
 - rate + breaker: both.
 
-Each round times ``--calls`` sequential calls of each variant with ``time.perf_counter``;
+Each round times ``--calls`` sequential calls of each variant with ``time.process_time``
+(CPU time of this process: on a shared machine, time spent waiting for a CPU is not
+counted; ``--clock wall`` uses ``time.perf_counter``);
 the median per-call time over ``--rounds`` rounds is printed, and the per-call overhead of
 rate= and breaker= over the runner alone and over the plain step.
 
-    python bench/protect.py [--calls 2000] [--rounds 31]
+    python bench/protect.py [--calls 2000] [--rounds 31] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def variants() -> dict[str, Call]:
     }
 
 
-async def measure(calls: int, rounds: int) -> dict[str, float]:
+async def measure(calls: int, rounds: int, clock: Callable[[], float]) -> dict[str, float]:
     runs = variants()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for call in runs.values():  # warm up: compile, first bucket, first breaker state
@@ -63,10 +65,10 @@ async def measure(calls: int, rounds: int) -> dict[str, float]:
             await call()
     for _ in range(rounds):
         for name, call in runs.items():
-            started = time.perf_counter()
+            started = clock()
             for _ in range(calls):
                 await call()
-            times[name].append((time.perf_counter() - started) / calls)
+            times[name].append((clock() - started) / calls)
     return {name: median(t) for name, t in times.items()}
 
 
@@ -74,12 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     args = parser.parse_args()
-    got = asyncio.run(measure(args.calls, args.rounds))
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    got = asyncio.run(measure(args.calls, args.rounds, clock))
     us = {name: t * 1e6 for name, t in got.items()}
     print(
-        f"one-step flow, {args.calls} calls x {args.rounds} rounds, median per call "
-        f"(Python {platform.python_version()})"
+        f"one-step flow, {args.calls} calls x {args.rounds} rounds, median {args.clock} "
+        f"time per call (Python {platform.python_version()})"
     )
     print(f"{'variant':<16}{'us/call':>9}{'x hand-written':>16}")
     for name, t in us.items():

@@ -4,8 +4,12 @@ records when each request arrived; the assertions are on what the server saw."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +26,7 @@ from asyncdataflow.exceptions import (
 )
 from asyncdataflow.plugins import http
 
+ROOT = Path(__file__).resolve().parent.parent
 Behaviour = Callable[[web.Request, int, float], Awaitable[web.StreamResponse]]
 
 
@@ -445,3 +450,26 @@ def test_options_combine_and_are_exported() -> None:
     assert asyncdataflow.Rate is Rate and asyncdataflow.Breaker is Breaker
     (fn,) = [node for node in DataFlow((s,)).walk() if hasattr(node, "info")]
     assert fn.info.rate is s.rate and fn.info.breaker is s.breaker
+
+
+# --- docs/protect.md -----------------------------------------------------------------------
+
+
+def test_docs_example_prints_what_the_docs_show(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "protect.md").read_text(encoding="utf-8")
+    section = text.split("## An example: the HTTP reader", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = section.split("prints\n\n```\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "protect_example.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown
