@@ -4,6 +4,7 @@ aiofiles so the event loop never waits on the disk. Needs ``pip install
 "asyncdataflow[files]"``. See docs/files.md.
 """
 
+from .._errors import StepArgumentError
 from ._chunks import CHUNK_FORMATS
 from ._durable import FileCheckpoints, FileDeadLetters, checkpoints, dead_letters
 from ._formats import FORMATS
@@ -20,6 +21,7 @@ __all__ = [
     "FilesArgumentError",
     "PathOutsideBaseDirError",
     "Reader",
+    "StepArgumentError",
     "Writer",
     "checkpoints",
     "dead_letters",

@@ -9,6 +9,7 @@ the pools the step created. See docs/mysql.md.
 
 from __future__ import annotations
 
+from .._errors import StepArgumentError
 from ._durable import MySQLCheckpoints, MySQLDeadLetters, checkpoints, dead_letters
 from ._steps import MODES, Execute, Reader, Writer, execute, reader, writer
 
@@ -18,6 +19,7 @@ __all__ = [
     "MySQLCheckpoints",
     "MySQLDeadLetters",
     "Reader",
+    "StepArgumentError",
     "Writer",
     "checkpoints",
     "dead_letters",
