@@ -252,6 +252,12 @@ class Compiler:
                 f"source, a generator function that yields records; "
                 f"{callable_name(func)} is not one. Drop window=, or make it yield."
             )
+        if source and opts and (opts.rate is not None or opts.breaker is not None):
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, rate=/breaker=): a source is advanced, "
+                f"not called; put rate= or breaker= on the step that calls the service "
+                f"(in the source's records, or inside the source itself)"
+            )
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
@@ -265,6 +271,8 @@ class Compiler:
             timeout=opts.timeout if opts else None,
             retry=retry,
             limit=opts.limit if opts else None,
+            rate=opts.rate if opts else None,
+            breaker=opts.breaker if opts else None,
             source=source,
             window=(window or 1) if source else None,
         )

@@ -634,6 +634,17 @@ def test_window_is_for_sources_only() -> None:
         step(plain, window=0)
 
 
+def test_rate_and_breaker_are_for_the_steps_a_source_feeds() -> None:
+    from asyncdataflow import Breaker
+
+    async def numbers() -> AsyncIterator[dict[str, int]]:
+        yield {"i": 0}
+
+    for options in ({"rate": 5}, {"breaker": Breaker()}):
+        with pytest.raises(DataFlowDefinitionError, match=r"definition\[0\].*a source is advanced"):
+            DataFlow((step(numbers, **options),))  # type: ignore[arg-type]
+
+
 def test_the_graph_marks_a_source() -> None:
     async def numbers(n: int) -> AsyncIterator[dict[str, int]]:
         yield {"i": n}
