@@ -3,6 +3,8 @@ was missing, and the ``on_step_skipped`` report."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Block, Fn, guard_missing
@@ -55,3 +57,16 @@ def report_skipped(
             missing=fn.missing(data),
             available=available,
         )
+
+
+def close_names(given: Iterable[str], wanted: Iterable[str]) -> list[tuple[str, str]]:
+    """``(given name, the wanted name it is probably a typo of)`` for every given name that
+    is not wanted but close to one that is: the "did you mean" of a missing argument."""
+    wanted = list(wanted)
+    pairs = []
+    for name in given:
+        if name not in wanted:
+            close = difflib.get_close_matches(name, wanted, n=1)
+            if close:
+                pairs.append((name, close[0]))
+    return pairs

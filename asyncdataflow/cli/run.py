@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import signal
 import sys
 from typing import Any
 
-from .._compiler import guard_missing
+from .._routing import close_names
 from ..flow import DataFlow
 from ..hookspecs import hookimpl
 from .errors import PROG, UsageError, fail, format_exception
@@ -102,19 +101,17 @@ def _loop_flow(flow: DataFlow, args: argparse.Namespace) -> DataFlow:
 
 def _missing_arguments(flow: DataFlow, kwargs: dict[str, Any]) -> str | None:
     """Why the flow's first item cannot be taken with these arguments, or None."""
-    candidates = guard_missing(flow.plan.items[0], kwargs)
-    if not all(missing for _, missing in candidates):
+    candidates = flow.missing_arguments(kwargs)
+    if not candidates:
         return None
     needed = sorted({name for _, missing in candidates for name in missing})
     steps = "; ".join(
-        f"{fn.info.name} at {fn.info.path} takes {', '.join(missing)}" for fn, missing in candidates
+        f"{info.name} at {info.path} takes {', '.join(missing)}" for info, missing in candidates
     )
     hint = " ".join(f"{name}=..." for name in needed)
     message = f"the flow needs {' or '.join(needed)} ({steps}); pass {hint} (or NAME:=JSON)"
-    for given in kwargs:
-        close = difflib.get_close_matches(given, needed, n=1)
-        if close and given not in needed:
-            message += f"; did you mean {close[0]}= instead of {given}=?"
+    for given, close in close_names(kwargs, needed):
+        message += f"; did you mean {close}= instead of {given}=?"
     return message
 
 
