@@ -12,6 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 from _mysql_server import Tables, require_server
+from hypothesis import settings
+
+# Property tests: a quick look in the development loop, the full search in CI (and
+# whenever HYPOTHESIS_PROFILE=ci is set).
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("ci", max_examples=600, deadline=None, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 os.environ.setdefault("ASYNCDATAFLOW_LOAD_PLUGINS", "http")
 
