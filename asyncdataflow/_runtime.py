@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from ._compiler import Block, Fn, guard_missing
+from ._names import did_you_mean
 from .exceptions import (
     DataFlowFunctionResultError,
     DataFlowMergeResultError,
@@ -128,7 +129,8 @@ def merge_branches(results: list[Data], names: list[str]) -> Data:
 def _describe(node: Fn | Block, data: Any) -> str:
     lines = []
     for fn, missing in guard_missing(node, data):
-        lines.append(f"  - {fn.info.name} at {fn.info.path} is missing {list(missing)}")
+        hints = "".join(did_you_mean(n, data, exclude=fn.info.params) for n in missing)
+        lines.append(f"  - {fn.info.name} at {fn.info.path} is missing {list(missing)}{hints}")
     return "\n".join(lines)
 
 

@@ -18,6 +18,8 @@ __all__ = [
     "DataFlowNotTupleError",
     "DataFlowRoutingError",
     "DataFlowRunError",
+    "DataFlowSkipWarning",
+    "DataFlowWiringError",
 ]
 
 
@@ -82,3 +84,15 @@ class ArgsMapperOutputKeyError(ArgsMapperError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class DataFlowWiringError(DataFlowDefinitionError, LookupError):
+    """A step can never be taken: one of its required parameters is produced on no path
+    into it (the outputs of the steps before it are all declared and none has it)."""
+
+
+class DataFlowSkipWarning(DataFlowError, UserWarning):
+    """A later step of a sequential block was not taken while the data held a name close
+    to one it lacks (``rows`` for ``rowz``): likely a typo, not routing. A ``UserWarning``
+    (given with :func:`warnings.warn`, so warning filters apply), and a ``DataFlowError``
+    like everything in this module."""

@@ -102,7 +102,7 @@ looping = DataFlow((hello,), infinity_loop=True, interval=0.05, name="looping")
 # graph: an args_mapper step with declared outputs, a partial and a nested named flow
 inner = DataFlow((hello, echo), name="inner")
 mapped = DataFlow(
-    (args_mapper(square, input={"n": "number"}, output={"square": "sq"}), (inner, stamp)),
+    (args_mapper(square, input={"n": "number"}, output={"square": "name"}), (inner, stamp)),
     name="mapped",
 )
 
