@@ -218,7 +218,8 @@ class Wiring:
             f"produced on no path into it{hint}\n"
             f"  keys available there: {list(s.available)}{more}\n"
             f"Rename the parameter, or {fix}, or, if a step before it returns {name!r}, "
-            f"declare it in that step's outputs."
+            f"declare it in that step's outputs.",
+            tuple((t.path, m) for t, m in bad),
         )
 
 

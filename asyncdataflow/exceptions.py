@@ -88,7 +88,19 @@ class ArgsMapperOutputKeyError(ArgsMapperError, KeyError):
 
 class DataFlowWiringError(DataFlowDefinitionError, LookupError):
     """A step can never be taken: one of its required parameters is produced on no path
-    into it (the outputs of the steps before it are all declared and none has it)."""
+    into it (the outputs of the steps before it are all declared and none has it).
+
+    Attributes:
+        problems: ``(place, parameter)`` for every such step, in definition order, e.g.
+            ``(("definition[1]", "rowz"),)``.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+    def __str__(self) -> str:  # LookupError's KeyError cousins repr(); this one does not
+        return str(self.args[0]) if self.args else ""
 
 
 class DataFlowSkipWarning(DataFlowError, UserWarning):
