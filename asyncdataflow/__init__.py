@@ -40,6 +40,7 @@ def _map_source_pack() -> None:
 _map_source_pack()
 
 from . import exceptions  # noqa: E402
+from ._wiring import Explanation, StepWiring  # noqa: E402
 from .args_mapper import args_mapper  # noqa: E402
 from .flow import DataFlow  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
@@ -51,9 +52,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataFlow",
+    "Explanation",
     "Retry",
     "RunInfo",
     "StepInfo",
+    "StepWiring",
     "__version__",
     "args_mapper",
     "exceptions",

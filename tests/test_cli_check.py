@@ -78,3 +78,13 @@ def test_check_exits_0_on_the_examples_flows(
     monkeypatch.syspath_prepend(str(EXAMPLES))
     assert main(["check", "broker_graph"]) == 0
     assert "definition[2][0][0]  ask_system_a  (guard)" in capsys.readouterr().out
+
+
+def test_the_broker_report_is_what_docs_cli_md_shows(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = (TESTS.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    block = page.split("$ asyncdataflow check broker_graph:broker\n", 1)[1].split("```", 1)[0]
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    assert main(["check", "broker_graph:broker"]) == 0
+    assert capsys.readouterr().out == block
