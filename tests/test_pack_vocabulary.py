@@ -18,15 +18,9 @@ from asyncdataflow.exceptions import DataFlowDefinitionError, DataFlowRunError
 from asyncdataflow.plugins import files, http, mysql
 
 try:
-    from _mysql_server import NOWHERE, Tables, mysql_url, sql, tables
+    from _mysql_server import NOWHERE, Tables, sql
 except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import (  # type: ignore[no-redef]  # noqa: F401
-        NOWHERE,
-        Tables,
-        mysql_url,
-        sql,
-        tables,
-    )
+    from tests._mysql_server import NOWHERE, Tables, sql  # type: ignore[no-redef]
 
 OUTPUTS = "__asyncdataflow_outputs__"
 
