@@ -2,12 +2,12 @@
 
 Each step is a node labelled with its name, the parameters it takes (``in:``; a trailing
 ``?`` marks one with a default) and, where known, the keys it returns (``out:``, from
-``step(..., outputs=...)``, ``args_mapper(..., output=...)``, an integration pack step or a
-``TypedDict`` return annotation; ``out: -`` for a step declared to return nothing).
-Nested blocks are Mermaid subgraphs / DOT clusters labelled ``sequential`` or ``concurrent`` (plus the name
-of an inlined :class:`~asyncdataflow.DataFlow`). Arrows follow the data: each item of a
-sequential block feeds the next; a concurrent block fans out to the first step of every
-branch and fans in from the last.
+``step(..., outputs=...)``, ``args_mapper(..., output=...)``, an integration pack step
+or a ``TypedDict`` return annotation; ``out: -`` for a step declared to return nothing).
+Nested blocks are Mermaid subgraphs / DOT clusters labelled ``sequential`` or
+``concurrent`` (plus the name of an inlined :class:`~asyncdataflow.DataFlow`). Arrows
+follow the data: each item of a sequential block feeds the next; a concurrent block fans
+out to the first step of every branch and fans in from the last.
 
 The text depends only on the definition, so it is stable enough to compare in a test.
 """
