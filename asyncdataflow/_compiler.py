@@ -248,6 +248,8 @@ class Compiler:
             timeout=opts.timeout if opts else None,
             retry=retry,
             limit=opts.limit if opts else None,
+            rate=opts.rate if opts else None,
+            breaker=opts.breaker if opts else None,
         )
         outputs, optional = declared_outputs(item)
         return Fn(info, params, outputs, opts, optional)
