@@ -308,3 +308,21 @@ def test_explain_shows_a_near_miss_only_the_call_could_fill() -> None:
 def test_explain_names_steps_with_undeclared_outputs_as_unknown_sources() -> None:
     report = DataFlow((load_plain, save)).explain()
     assert report.steps[1].also_from == ("load_plain at definition[0] (outputs not declared)",)
+
+
+# -- the integration pack ---------------------------------------------------------------
+
+
+def test_the_graph_and_the_check_see_the_packs_declared_keys(tmp_path: Any) -> None:
+    from asyncdataflow.plugins import files
+
+    reader = files.reader(tmp_path / "in.txt", key="lines")
+    writer = files.writer(tmp_path / "out.txt", key="lines")
+    text = DataFlow((reader, writer)).to_mermaid()
+    assert "out: lines" in text and "out: path" in text
+
+    async def shout(line: str) -> dict[str, Any]:  # a typo of the reader's key
+        return {}
+
+    with pytest.raises(DataFlowWiringError, match="did you mean 'lines'"):
+        DataFlow((reader, shout))
