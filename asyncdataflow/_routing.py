@@ -3,11 +3,10 @@ was missing, and the ``on_step_skipped`` report."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Block, Fn, guard_missing
+from ._names import did_you_mean
 from .exceptions import DataFlowRoutingError
 from .info import RunInfo
 
@@ -21,7 +20,8 @@ Data = dict[str, Any]
 def _describe(node: Fn | Block, data: Any) -> str:
     lines = []
     for fn, missing in guard_missing(node, data):
-        lines.append(f"  - {fn.info.name} at {fn.info.path} is missing {list(missing)}")
+        hints = "".join(did_you_mean(n, data, exclude=fn.info.params) for n in missing)
+        lines.append(f"  - {fn.info.name} at {fn.info.path} is missing {list(missing)}{hints}")
     return "\n".join(lines)
 
 
@@ -57,16 +57,3 @@ def report_skipped(
             missing=fn.missing(data),
             available=available,
         )
-
-
-def close_names(given: Iterable[str], wanted: Iterable[str]) -> list[tuple[str, str]]:
-    """``(given name, the wanted name it is probably a typo of)`` for every given name that
-    is not wanted but close to one that is: the "did you mean" of a missing argument."""
-    wanted = list(wanted)
-    pairs = []
-    for name in given:
-        if name not in wanted:
-            close = difflib.get_close_matches(name, wanted, n=1)
-            if close:
-                pairs.append((name, close[0]))
-    return pairs

@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from .._routing import close_names
+from .._names import closest
 from ..flow import DataFlow
 from ..hookspecs import hookimpl
 from .errors import PROG, UsageError, fail, format_exception
@@ -111,8 +111,10 @@ def _missing_arguments(flow: DataFlow, kwargs: dict[str, Any]) -> str | None:
     )
     hint = " ".join(f"{name}=..." for name in needed)
     message = f"the flow needs {' or '.join(needed)} ({steps}); pass {hint} (or NAME:=JSON)"
-    for given, close in close_names(kwargs, needed):
-        message += f"; did you mean {close}= instead of {given}=?"
+    for given in kwargs:
+        close = closest(given, needed)
+        if close and given not in needed:
+            message += f"; did you mean {close}= instead of {given}=?"
     return message
 
 
