@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._calls import StepCall, step_call
 from .exceptions import (
     DataFlowDefinitionError,
     DataFlowEmptyError,
@@ -44,6 +46,8 @@ class Fn:
     outputs: tuple[str, ...] | None = None
     #: the step(...) object whose limit this step obeys (shared wherever it is used)
     options: StepOptions | None = None
+    #: how the function is called (by the generated code and the runner alike)
+    call: StepCall = field(kw_only=True)
 
     @property
     def path(self) -> str:
@@ -159,8 +163,9 @@ def unwrap_step(func: Any) -> Any:
 
 
 class Compiler:
-    def __init__(self, default_retry: Retry | None) -> None:
+    def __init__(self, default_retry: Retry | None, executor: Executor | None = None) -> None:
         self.default_retry = default_retry
+        self.executor = executor
 
     def compile(self, definition: Any, flow_cls: type[DataFlow]) -> Block:
         self.flow_cls = flow_cls
@@ -231,6 +236,7 @@ class Compiler:
         params = analyze_signature(func, f"{path} ({callable_name(func)})")
         required = tuple(n for n, d in params if d is _REQUIRED)
         is_async = is_async_callable(func)
+        inline = (not is_async) and is_inline(func)
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
@@ -238,7 +244,7 @@ class Compiler:
             parent=parent,
             func=func,
             is_async=is_async,
-            inline=(not is_async) and is_inline(func),
+            inline=inline,
             params=tuple(n for n, _ in params),
             required=required,
             timeout=opts.timeout if opts else None,
@@ -246,4 +252,5 @@ class Compiler:
             limit=opts.limit if opts else None,
         )
         outputs = getattr(func, "__asyncdataflow_outputs__", None)
-        return Fn(info, params, tuple(outputs) if outputs else None, opts)
+        call = step_call(func, is_async, inline, self.executor)
+        return Fn(info, params, tuple(outputs) if outputs else None, opts, call=call)

@@ -57,32 +57,17 @@ logger = logging.getLogger(LOGGER_NAME)
 _DEBUG = logging.DEBUG
 
 
-def _run_id(run: RunInfo | None) -> str | None:
-    return run.id if run is not None else None
-
-
 def _step_extra(
-    event: str, flow: DataFlow, run: RunInfo | None, step: StepInfo, **more: Any
+    event: str, flow: DataFlow, run: RunInfo, step: StepInfo, **more: Any
 ) -> dict[str, Any]:
     return {
         "adf_event": event,
         "adf_flow": flow.name,
-        "adf_run_id": _run_id(run),
+        "adf_run_id": run.id,
         "adf_step": step.name,
         "adf_path": step.path,
         **more,
     }
-
-
-def _will_retry(step: StepInfo, error: BaseException, attempt: int) -> bool:
-    """What the step's own policy says (the retry hook may still refine it)."""
-    policy = step.retry
-    return (
-        policy is not None
-        and isinstance(error, Exception)
-        and attempt < policy.attempts
-        and isinstance(error, policy.on)
-    )
 
 
 @hookimpl
@@ -142,7 +127,7 @@ def before_step_run(flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) 
         logger.debug(
             "flow %s run %s: step %s at %s started (attempt %d)",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             attempt,
@@ -163,7 +148,7 @@ def after_step_run(
         logger.debug(
             "flow %s run %s: step %s at %s finished in %.6fs (attempt %d)",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             duration,
@@ -188,6 +173,7 @@ def on_step_error(
     error: BaseException,
     attempt: int,
     duration: float,
+    final: bool,
 ) -> None:
     extra = _step_extra(
         "step_failed",
@@ -204,21 +190,22 @@ def on_step_error(
             logger.debug(
                 "flow %s run %s: step %s at %s cancelled after %.6fs",
                 flow.name,
-                _run_id(run),
+                run.id,
                 step.name,
                 step.path,
                 duration,
                 extra=extra,
             )
         return
-    if _will_retry(step, error, attempt):
-        # on_step_retry logs it at WARNING; this attempt is not the step's failure
+    if not final:
+        # the runner retries it: on_step_retry logs it at WARNING; this attempt is not
+        # the step's failure
         if logger.isEnabledFor(_DEBUG):
             extra["adf_event"] = "step_attempt_failed"
             logger.debug(
                 "flow %s run %s: step %s at %s attempt %d failed: %s",
                 flow.name,
-                _run_id(run),
+                run.id,
                 step.name,
                 step.path,
                 attempt,
@@ -229,7 +216,7 @@ def on_step_error(
     logger.error(
         "flow %s run %s: step %s at %s failed after %.6fs (attempt %d): %s",
         flow.name,
-        _run_id(run),
+        run.id,
         step.name,
         step.path,
         duration,
@@ -253,7 +240,7 @@ def on_step_skipped(
         logger.debug(
             "flow %s run %s: step %s at %s not taken: %s",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             why,
@@ -275,7 +262,7 @@ def on_step_retry(
     logger.warning(
         "flow %s run %s: step %s at %s failed on attempt %d (%s: %s); retrying in %.3fs",
         flow.name,
-        _run_id(run),
+        run.id,
         step.name,
         step.path,
         attempt,

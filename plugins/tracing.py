@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TracingPlugin"]
 
-_Key = tuple[str | None, str]
+_Key = tuple[str, str]
 
 
 def _end(span: Any, token: object, error: BaseException | None) -> None:
@@ -113,8 +113,8 @@ class TracingPlugin:
     # -- steps ----------------------------------------------------------------------
 
     @staticmethod
-    def _key(run: RunInfo | None, step: StepInfo) -> _Key:
-        return (run.id if run is not None else None, step.path)
+    def _key(run: RunInfo, step: StepInfo) -> _Key:
+        return (run.id, step.path)
 
     @hookimpl
     def before_step_run(self, flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
@@ -134,7 +134,7 @@ class TracingPlugin:
         token = otel_context.attach(trace.set_span_in_context(span))
         self._steps[key] = (span, token)
 
-    def _finish(self, run: RunInfo | None, step: StepInfo, error: BaseException | None) -> None:
+    def _finish(self, run: RunInfo, step: StepInfo, error: BaseException | None) -> None:
         entry = self._steps.pop(self._key(run, step), None)
         if entry is None:
             return
