@@ -21,6 +21,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
         'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
     ) from error
 
+from .._vocab import DATA, check_key, declare_outputs
 from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
 from ._paths import (
     FilesArgumentError,
@@ -121,16 +122,18 @@ class Reader(_FileStep):
 
     _kind = "reader"
 
-    def __init__(self, path: Any, fmt: Any, encoding: Any, base_dir: Any) -> None:
+    def __init__(self, path: Any, fmt: Any, encoding: Any, base_dir: Any, key: Any = DATA) -> None:
         super().__init__(path, fmt, encoding, base_dir)
+        self.key: str = check_key("files.reader()", key)
         self.__signature__ = self._signature()
         self.name = self.__qualname__ = self.__name__ = self._describe(self.format)
+        declare_outputs(self, self.key)
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         path = await self._target(kwargs)
         async with aiofiles.open(path, "rb") as file:
             raw = await file.read()
-        return {"data": await decode(self.format, raw, self.encoding, path)}
+        return {self.key: await decode(self.format, raw, self.encoding, path)}
 
 
 class Writer(_FileStep):
@@ -147,19 +150,22 @@ class Writer(_FileStep):
         encoding: Any,
         base_dir: Any,
         makedirs: Any,
+        key: Any = DATA,
     ) -> None:
         super().__init__(path, fmt, encoding, base_dir)
         owner = "files.writer()"
         _check_choice(owner, "mode", mode, MODES)
-        if "data" in self.fields:
+        self.key: str = check_key(owner, key)
+        if self.key in self.fields:
             raise FilesArgumentError(
-                f"{owner}: path template {self.template!r} has a field {{data}}, but 'data' "
-                "is what the writer writes; rename the field"
+                f"{owner}: path template {self.template!r} has a field {{{self.key}}}, but "
+                f"{self.key!r} is what the writer writes; rename the field (or give key=)"
             )
         self.mode: str = mode
         self.atomic = bool(atomic)
         self.makedirs = bool(makedirs)
-        self.__signature__ = self._signature("data")
+        self.__signature__ = self._signature(self.key)
+        declare_outputs(self, "path")
         options = [self.format, self.mode]
         if self.mode == "write" and not self.atomic:
             options.append("non-atomic")
@@ -173,7 +179,7 @@ class Writer(_FileStep):
         self._cleanups: set[asyncio.Future[None]] = set()
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
-        data = kwargs["data"]
+        data = kwargs[self.key]
         target = await self._target(kwargs)
         if self.mode == "append":
             await self._append(target, data)
@@ -373,6 +379,7 @@ def reader(
     format: str = "text",
     encoding: str = "utf-8",
     base_dir: str | os.PathLike[str] | None = None,
+    key: str = DATA,
 ) -> Reader:
     """A step that reads one file and returns ``{"data": ...}``.
 
@@ -387,8 +394,10 @@ def reader(
         base_dir: when set, relative paths are taken relative to it, and a path that
             resolves outside it (``..``, an absolute path, a symbolic link) raises
             :class:`PathOutsideBaseDirError` before the file is opened.
+        key: the name the result goes under instead of ``data`` (``{key: ...}``), e.g.
+            for two readers in one concurrent block.
     """
-    return Reader(path, format, encoding, base_dir)
+    return Reader(path, format, encoding, base_dir, key)
 
 
 def writer(
@@ -400,6 +409,7 @@ def writer(
     encoding: str = "utf-8",
     base_dir: str | os.PathLike[str] | None = None,
     makedirs: bool = True,
+    key: str = DATA,
 ) -> Writer:
     """A step that writes its ``data`` argument to a file and returns ``{"path": ...}``.
 
@@ -416,5 +426,6 @@ def writer(
         encoding: the text encoding (not used by ``"bytes"``).
         base_dir: as for :func:`reader`; checked before anything is created.
         makedirs: create the file's missing parent directories.
+        key: the parameter the records come from instead of ``data``.
     """
-    return Writer(path, format, mode, atomic, encoding, base_dir, makedirs)
+    return Writer(path, format, mode, atomic, encoding, base_dir, makedirs, key)
