@@ -11,22 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from _mysql_server import NOWHERE, Tables, sql  # the fixtures live in conftest.py
 from aiohttp import web
 
 from asyncdataflow import DataFlow
 from asyncdataflow.exceptions import DataFlowDefinitionError, DataFlowRunError
 from asyncdataflow.plugins import files, http, mysql
-
-try:
-    from _mysql_server import NOWHERE, Tables, mysql_url, sql, tables
-except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import (  # type: ignore[no-redef]  # noqa: F401
-        NOWHERE,
-        Tables,
-        mysql_url,
-        sql,
-        tables,
-    )
 
 OUTPUTS = "__asyncdataflow_outputs__"
 
