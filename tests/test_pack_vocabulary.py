@@ -11,12 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _mysql_server import NOWHERE, Tables, sql  # the fixtures live in conftest.py
 from aiohttp import web
 
 from asyncdataflow import DataFlow
 from asyncdataflow.exceptions import DataFlowDefinitionError, DataFlowRunError
 from asyncdataflow.plugins import files, http, mysql
+
+try:
+    from _mysql_server import NOWHERE, Tables, sql
+except ImportError:  # tests/ imported as a package
+    from tests._mysql_server import NOWHERE, Tables, sql  # type: ignore[no-redef]
 
 OUTPUTS = "__asyncdataflow_outputs__"
 

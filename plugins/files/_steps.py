@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import errno
 import inspect
 import os
 import secrets
 import stat
 import weakref
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 try:
@@ -22,6 +23,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
     ) from error
 
 from .._vocab import DATA, check_key, declare_outputs
+from ._chunks import CHUNK_FORMATS, read_chunks
 from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
 from ._paths import (
     FilesArgumentError,
@@ -134,6 +136,37 @@ class Reader(_FileStep):
         async with aiofiles.open(path, "rb") as file:
             raw = await file.read()
         return {self.key: await decode(self.format, raw, self.encoding, path)}
+
+
+class ChunkedReader(Reader):
+    """The step :func:`reader` returns with ``chunk_size=``: a source (an async
+    generator) that yields ``{"data": [item, ...]}`` records of at most ``chunk_size``
+    items, reading the file incrementally."""
+
+    def __init__(
+        self, path: Any, fmt: Any, encoding: Any, base_dir: Any, key: Any, chunk_size: Any
+    ) -> None:
+        super().__init__(path, fmt, encoding, base_dir, key)
+        owner = "files.reader()"
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise FilesArgumentError(f"{owner}: chunk_size={chunk_size!r} must be an int >= 1")
+        if self.format not in CHUNK_FORMATS:
+            raise FilesArgumentError(
+                f"{owner}: chunk_size= reads {', '.join(map(repr, CHUNK_FORMATS))} files in "
+                f"records of items; format={self.format!r} is one document (read it whole, "
+                "or store it as 'jsonl')"
+            )
+        self.chunk_size: int = chunk_size
+        self.name = self.__qualname__ = self.__name__ = self._describe(
+            self.format, f"chunk_size={chunk_size}"
+        )
+
+    async def __call__(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        path = await self._target(kwargs)
+        chunks = read_chunks(path, self.format, self.encoding, self.chunk_size, self.key)
+        async with contextlib.aclosing(chunks):
+            async for record in chunks:
+                yield record
 
 
 class Writer(_FileStep):
@@ -380,8 +413,10 @@ def reader(
     encoding: str = "utf-8",
     base_dir: str | os.PathLike[str] | None = None,
     key: str = DATA,
+    chunk_size: int | None = None,
 ) -> Reader:
-    """A step that reads one file and returns ``{"data": ...}``.
+    """A step that reads one file and returns ``{"data": ...}``; with ``chunk_size=N``,
+    a source that yields ``{"data": [...]}`` records of at most N items.
 
     Args:
         path: ``None`` (the step takes the file from its ``path`` argument), a fixed path,
@@ -396,7 +431,14 @@ def reader(
             :class:`PathOutsideBaseDirError` before the file is opened.
         key: the name the result goes under instead of ``data`` (``{key: ...}``), e.g.
             for two readers in one concurrent block.
+        chunk_size: for ``"text"`` (lines, without their line end), ``"jsonl"`` and
+            ``"csv"``: read the file incrementally and yield a record per ``chunk_size``
+            items (the last one may hold fewer); memory holds one chunk per record in
+            flight, whatever the file's size. The step is then a source (an async
+            generator function); see docs/files.md.
     """
+    if chunk_size is not None:
+        return ChunkedReader(path, format, encoding, base_dir, key, chunk_size)
     return Reader(path, format, encoding, base_dir, key)
 
 
