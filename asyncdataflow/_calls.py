@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +28,20 @@ def call_sync(func: Any, /, **kwargs: Any) -> Any:
         return func(**kwargs)
     except StopIteration as exc:
         raise RuntimeError("step raised StopIteration") from exc
+
+
+Enter = Callable[[], Awaitable[None]]
+
+
+async def _acquire(sem: asyncio.Semaphore, enter: Enter | None) -> None:
+    """A slot of ``sem``, then ``enter``; the slot is given back if ``enter`` fails."""
+    await sem.acquire()
+    if enter is not None:
+        try:
+            await enter()
+        except BaseException:
+            sem.release()
+            raise
 
 
 class StepCall:
@@ -47,9 +62,14 @@ class StepCall:
     async def call(self, kw: dict[str, Any]) -> Any:
         return await self.func(**kw)
 
-    async def call_limited(self, kw: dict[str, Any], sem: asyncio.Semaphore) -> Any:
-        """The call holding a slot of ``sem`` for as long as it runs."""
+    async def call_limited(
+        self, kw: dict[str, Any], sem: asyncio.Semaphore, enter: Enter | None = None
+    ) -> Any:
+        """The call holding a slot of ``sem`` for as long as it runs; ``enter`` (the step's
+        rate and breaker) is awaited once the slot is held."""
         async with sem:
+            if enter is not None:
+                await enter()
             return await self.call(kw)
 
 
@@ -79,10 +99,12 @@ class ThreadCall(StepCall):
         call = functools.partial(contextvars.copy_context().run, call_sync, self.func, **kw)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    async def call_limited(self, kw: dict[str, Any], sem: asyncio.Semaphore) -> Any:
+    async def call_limited(
+        self, kw: dict[str, Any], sem: asyncio.Semaphore, enter: Enter | None = None
+    ) -> Any:
         # the step keeps running in its worker after a timeout or a cancellation: its slot
         # is freed when the worker is done (or never started), not when the await gives up
-        await sem.acquire()
+        await _acquire(sem, enter)
         loop = asyncio.get_running_loop()
         slot = ThreadSlot(loop, sem)
         work = functools.partial(call_sync, self.func, **kw)
@@ -106,9 +128,11 @@ class ProcessCall(StepCall):
         call = functools.partial(call_sync, self.func, **kw)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    async def call_limited(self, kw: dict[str, Any], sem: asyncio.Semaphore) -> Any:
+    async def call_limited(
+        self, kw: dict[str, Any], sem: asyncio.Semaphore, enter: Enter | None = None
+    ) -> Any:
         # the slot is freed when the worker is done, not when the await gives up
-        await sem.acquire()
+        await _acquire(sem, enter)
         loop = asyncio.get_running_loop()
         assert self.executor is not None
         try:  # one callable: the step's own parameters never meet submit()'s

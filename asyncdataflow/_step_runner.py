@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Fn
@@ -13,6 +14,7 @@ from ._hooks import Hooks, logger
 from ._limits import semaphore, semaphores_for
 from ._merging import check_result
 from ._notes import note
+from ._protect import Guard
 from .exceptions import DataFlowFunctionResultError
 from .info import RunInfo
 
@@ -25,7 +27,7 @@ Data = dict[str, Any]
 class StepRunner:
     """The instrumented call of one step: hooks, limit, timeout, retries."""
 
-    __slots__ = ("_sems", "call", "flow", "fn", "hooks", "info", "plain_async")
+    __slots__ = ("_sems", "call", "flow", "fn", "guard", "hooks", "info", "plain_async")
 
     def __init__(self, flow: DataFlow, fn: Fn, hooks: Hooks) -> None:
         self.flow = flow
@@ -35,6 +37,10 @@ class StepRunner:
         self.hooks = hooks
         info = fn.info
         self.plain_async = info.is_async and info.limit is None and info.timeout is None
+        # rate= and breaker= (asyncdataflow/_protect.py): only steps that have them
+        self.guard = Guard(self) if info.rate is not None or info.breaker is not None else None
+        if self.guard is not None:
+            self.plain_async = False
         self._sems = semaphores_for(fn.options) if fn.options else None
 
     def kwargs(self, data: Data) -> Data:
@@ -44,20 +50,29 @@ class StepRunner:
             if n in data or d is not inspect.Parameter.empty
         }
 
-    async def _attempt(self, kw: Data) -> Any:
+    def _call(self, kw: Data) -> Awaitable[Any]:
+        return self.call.call(kw)
+
+    async def _timed(self, awaitable: Awaitable[Any]) -> Any:
+        if self.info.timeout is None:
+            return await awaitable
+        async with asyncio.timeout(self.info.timeout):
+            return await awaitable
+
+    def _limited(
+        self, kw: Data, limit: int, enter: Callable[[], Awaitable[None]] | None = None
+    ) -> Awaitable[Any]:
+        """The call holding a slot of the step's limit; ``enter`` (rate and breaker) is
+        awaited once the slot is held."""
+        assert self._sems is not None
+        sem = semaphore(self._sems, asyncio.get_running_loop(), limit)
+        return self.call.call_limited(kw, sem, enter)
+
+    def _attempt(self, kw: Data) -> Awaitable[Any]:
         """One call with the step's limit and timeout; the timeout covers the wait for a
         limit's slot: it bounds the whole attempt."""
-        limit, timeout = self.info.limit, self.info.timeout
-        if limit is None:
-            call = self.call.call(kw)
-        else:
-            assert self._sems is not None
-            sem = semaphore(self._sems, asyncio.get_running_loop(), limit)
-            call = self.call.call_limited(kw, sem)
-        if timeout is None:
-            return await call
-        async with asyncio.timeout(timeout):
-            return await call
+        limit = self.info.limit
+        return self._timed(self._call(kw) if limit is None else self._limited(kw, limit))
 
     def _retry_delay(self, error: BaseException, attempt: int, run: RunInfo | None) -> float | None:
         """Whether and when the step runs again: the seconds before the next attempt, or
@@ -106,6 +121,8 @@ class StepRunner:
             try:
                 if self.plain_async:
                     raw = await info.func(**kw)
+                elif self.guard is not None:
+                    raw = await self.guard.call(kw, run)
                 else:
                     raw = await self._attempt(kw)
                 result = check_result(raw, info)
