@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._calls import StepCall, step_call
+from ._outputs import MAPPED_ATTR as MAPPED_ATTR  # re-exported: args_mapper, graph
+from ._outputs import declared_outputs
 from .exceptions import (
     DataFlowDefinitionError,
     DataFlowEmptyError,
@@ -30,7 +32,6 @@ _BAD_KINDS = {
     inspect.Parameter.VAR_KEYWORD: "**kwargs",
     inspect.Parameter.POSITIONAL_ONLY: "positional-only parameters",
 }
-MAPPED_ATTR = "__asyncdataflow_wrapped__"
 #: how deeply blocks may nest (each level is a coroutine awaiting the next at run time);
 #: far beyond any real flow, and far from Python's recursion limit
 MAX_DEPTH = 100
@@ -43,9 +44,12 @@ class Fn:
     info: StepInfo
     #: (name, default) for every parameter; default is inspect.Parameter.empty if required
     params: tuple[tuple[str, Any], ...]
+    #: the keys it may return, when declared (see _outputs), else None: any key
     outputs: tuple[str, ...] | None = None
     #: the step(...) object whose limit this step obeys (shared wherever it is used)
     options: StepOptions | None = None
+    #: the declared keys it may leave out (NotRequired, or a union with None)
+    optional: frozenset[str] = frozenset()
     #: how the function is called (by the generated code and the runner alike)
     call: StepCall = field(kw_only=True)
 
@@ -253,6 +257,6 @@ class Compiler:
             rate=opts.rate if opts else None,
             breaker=opts.breaker if opts else None,
         )
-        outputs = getattr(func, "__asyncdataflow_outputs__", None)
+        outputs, optional = declared_outputs(item)
         call = step_call(func, is_async, inline, self.executor)
-        return Fn(info, params, tuple(outputs) if outputs else None, opts, call=call)
+        return Fn(info, params, outputs, opts, optional, call=call)
