@@ -8,7 +8,7 @@ from .._errors import StepArgumentError
 from ._chunks import CHUNK_FORMATS
 from ._formats import FORMATS
 from ._paths import FilesArgumentError, PathOutsideBaseDirError
-from ._steps import MODES, ChunkedReader, Reader, Writer, reader, writer
+from ._steps import MODES, ChunkedReader, Reader, Writer, clean_temp_files, reader, writer
 
 __all__ = [
     "CHUNK_FORMATS",
@@ -20,6 +20,7 @@ __all__ = [
     "Reader",
     "StepArgumentError",
     "Writer",
+    "clean_temp_files",
     "reader",
     "writer",
 ]
