@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._calls import StepCall, step_call
 from ._outputs import MAPPED_ATTR as MAPPED_ATTR  # re-exported: args_mapper, graph
 from ._outputs import declared_outputs
 from .exceptions import (
@@ -48,6 +50,8 @@ class Fn:
     options: StepOptions | None = None
     #: the declared keys it may leave out (NotRequired, or a union with None)
     optional: frozenset[str] = frozenset()
+    #: how the function is called (by the generated code and the runner alike)
+    call: StepCall = field(kw_only=True)
 
     @property
     def path(self) -> str:
@@ -176,8 +180,9 @@ def unwrap_step(func: Any) -> Any:
 
 
 class Compiler:
-    def __init__(self, default_retry: Retry | None) -> None:
+    def __init__(self, default_retry: Retry | None, executor: Executor | None = None) -> None:
         self.default_retry = default_retry
+        self.executor = executor
 
     def compile(self, definition: Any, flow_cls: type[DataFlow]) -> Block:
         self.flow_cls = flow_cls
@@ -262,6 +267,7 @@ class Compiler:
                 f"not called; put rate= or breaker= on the step that calls the service "
                 f"(in the source's records, or inside the source itself)"
             )
+        inline = (source != "async") and (not is_async) and is_inline(func)
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
@@ -269,7 +275,7 @@ class Compiler:
             parent=parent,
             func=func,
             is_async=is_async or source == "async",
-            inline=(source != "async") and (not is_async) and is_inline(func),
+            inline=inline,
             params=tuple(n for n, _ in params),
             required=required,
             timeout=opts.timeout if opts else None,
@@ -281,4 +287,5 @@ class Compiler:
             window=(window or 1) if source else None,
         )
         outputs, optional = declared_outputs(item)
-        return Fn(info, params, outputs, opts, optional)
+        call = step_call(func, is_async, inline, self.executor)
+        return Fn(info, params, outputs, opts, optional, call=call)

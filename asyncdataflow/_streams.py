@@ -27,7 +27,8 @@ from ._gather import cancel_and_wait
 from ._hooks import Hooks, logger
 from ._limits import semaphore, semaphores_for
 from ._merging import check_result, merge
-from ._notes import note, retry_note
+from ._notes import note
+from ._step_runner import StepRunner
 from .exceptions import DataFlowFunctionResultError
 from .info import RunInfo
 
@@ -167,6 +168,7 @@ class SourceRunner:
         self.executor = executor if isinstance(executor, ThreadPoolExecutor) else None
         self.visibility = visibility
         self.label = f"{info.name} ({info.path})"
+        self.retries = StepRunner(flow, fn, hooks)  # its retry decision, for the source
         self.sems = semaphores_for(fn.options) if info.limit else None
 
     # -- pieces -----------------------------------------------------------------------
@@ -248,33 +250,24 @@ class SourceRunner:
             try:
                 result = await self._drive(kw, d, run, init, rest, emit, progress)
             except BaseException as error:
+                delay = None
+                if progress[1] and progress[0] and info.retry is not None:
+                    # records were passed on: starting again would repeat them
+                    text = (
+                        f"asyncdataflow: not retried: the source had yielded {progress[0]} "
+                        f"record(s); a source is retried only before its first record"
+                    )
+                    if isinstance(error, Exception) and text not in getattr(error, "__notes__", ()):
+                        error.add_note(text)
+                elif progress[1]:  # the source itself failed before its first record
+                    delay = self.retries._retry_delay(error, attempt, run)
                 if tell:
                     duration = time.perf_counter() - started
                     tell(
                         "on_step_error", flow=flow, run=run, step=info, attempt=attempt,
-                        error=error, duration=duration,
+                        error=error, duration=duration, final=delay is None, delay=delay,
                     )  # fmt: skip
-                if not progress[1] or info.retry is None or not isinstance(error, Exception):
-                    raise
-                if isinstance(error, DataFlowFunctionResultError):
-                    raise
-                if progress[0]:  # records were passed on: starting again would repeat them
-                    error.add_note(
-                        f"asyncdataflow: not retried: the source had yielded {progress[0]} "
-                        f"record(s); a source is retried only before its first record"
-                    )
-                    raise
-                delay = None
-                try:
-                    delay = hooks.retry_decider(
-                        flow=flow, run=run, step=info, error=error, attempt=attempt
-                    )
-                except Exception:
-                    logger.exception("asyncdataflow: step_retry_delay hook failed")
                 if delay is None:
-                    text = retry_note(info.retry, error, attempt)
-                    if text not in getattr(error, "__notes__", ()):
-                        error.add_note(text)
                     raise
                 if tell:
                     tell(

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TracingPlugin"]
 
-_Key = tuple[str | None, str, tuple[int, ...]]
+_Key = tuple[str, str, tuple[int, ...]]
 
 
 def _end(span: Any, token: object, error: BaseException | None) -> None:
@@ -122,10 +122,8 @@ class TracingPlugin:
     # -- steps ----------------------------------------------------------------------
 
     @staticmethod
-    def _key(run: RunInfo | None, step: StepInfo) -> _Key:
+    def _key(run: RunInfo, step: StepInfo) -> _Key:
         # the records of a stream run the same step at once: each has its own span
-        if run is None:
-            return (None, step.path, ())
         return (run.id, step.path, run.record)
 
     @hookimpl
@@ -148,7 +146,7 @@ class TracingPlugin:
         token = otel_context.attach(trace.set_span_in_context(span))
         self._steps[key] = (span, token)
 
-    def _finish(self, run: RunInfo | None, step: StepInfo, error: BaseException | None) -> None:
+    def _finish(self, run: RunInfo, step: StepInfo, error: BaseException | None) -> None:
         entry = self._steps.pop(self._key(run, step), None)
         if entry is None:
             return
@@ -186,11 +184,9 @@ class TracingPlugin:
 
     # -- rate= and breaker= ---------------------------------------------------------
 
-    def _event(
-        self, run: RunInfo | None, step: StepInfo, name: str, attributes: dict[str, Any]
-    ) -> None:
+    def _event(self, run: RunInfo, step: StepInfo, name: str, attributes: dict[str, Any]) -> None:
         entry = self._steps.get(self._key(run, step))
-        if entry is None and run is not None:
+        if entry is None:
             entry = self._runs.get(run.id)
         span = entry[0] if entry is not None else trace.get_current_span()
         span.add_event(name, attributes)
