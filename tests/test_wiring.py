@@ -326,3 +326,16 @@ def test_the_graph_and_the_check_see_the_packs_declared_keys(tmp_path: Any) -> N
 
     with pytest.raises(DataFlowWiringError, match="did you mean 'lines'"):
         DataFlow((reader, shout))
+
+
+def test_a_later_step_without_parameters_always_runs_so_its_input_stops_there() -> None:
+    stamp = step(lambda: {"when": 1}, outputs=("when",))  # no parameters: always taken
+    with pytest.raises(DataFlowWiringError, match=r"keys available there: \['when'\]"):
+        DataFlow((load, stamp, save_ok))
+    DataFlow((load, save_ok, stamp))  # passed over or not, save_ok sees the rows
+
+
+def test_a_later_step_that_may_be_passed_over_lets_its_input_through() -> None:
+    after = step(save_ok, outputs=("saved",))
+    report = DataFlow((load, after, save_ok)).explain()
+    assert report.steps[2].available == ("count", "rows", "saved")
