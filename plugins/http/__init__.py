@@ -16,9 +16,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._steps import Reader, SelectError, Writer, reader, writer
+    from ._steps import (
+        DEFAULT_MAX_SIZE,
+        Reader,
+        ResponseTooLargeError,
+        SelectError,
+        StreamReader,
+        Writer,
+        reader,
+        writer,
+    )
 
-__all__ = ["Reader", "SelectError", "Writer", "reader", "writer"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "Reader",
+    "ResponseTooLargeError",
+    "SelectError",
+    "StreamReader",
+    "Writer",
+    "reader",
+    "writer",
+]
 
 
 def __getattr__(name: str) -> Any:
