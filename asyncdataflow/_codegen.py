@@ -89,7 +89,11 @@ class _Gen:
     def instrumented(self, fn: Fn) -> bool:
         info = fn.info
         return self.hooks.step_level or (
-            info.timeout is not None or info.retry is not None or info.limit is not None
+            info.timeout is not None
+            or info.retry is not None
+            or info.limit is not None
+            or info.rate is not None
+            or info.breaker is not None
         )
 
     def call_fn(self, fn: Fn, fetched: bool = False) -> list[str]:

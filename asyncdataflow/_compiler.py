@@ -244,6 +244,8 @@ class Compiler:
             timeout=opts.timeout if opts else None,
             retry=retry,
             limit=opts.limit if opts else None,
+            rate=opts.rate if opts else None,
+            breaker=opts.breaker if opts else None,
         )
         outputs = getattr(func, "__asyncdataflow_outputs__", None)
         return Fn(info, params, tuple(outputs) if outputs else None, opts)

@@ -8,6 +8,7 @@ __all__ = [
     "ArgsMapperInputKeyError",
     "ArgsMapperOutputKeyError",
     "DataFlowCallError",
+    "DataFlowCircuitOpenError",
     "DataFlowDefinitionError",
     "DataFlowEmptyError",
     "DataFlowError",
@@ -64,6 +65,21 @@ class DataFlowMergeResultError(DataFlowRunError, ValueError):
 
 class DataFlowRoutingError(DataFlowRunError, LookupError):
     """No step could be taken where one must be."""
+
+
+class DataFlowCircuitOpenError(DataFlowRunError):
+    """A step's circuit breaker (``step(..., breaker=...)``) is open: the call failed at
+    once without reaching the callee. The message names the step and when the breaker
+    lets a trial call through.
+
+    Attributes:
+        step: the step's display name.
+        retry_in: seconds until the breaker lets one trial call through (0 while a trial
+            call is under way).
+    """
+
+    step: str = ""
+    retry_in: float = 0.0
 
 
 class ArgsMapperError(DataFlowError):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ._protect import Breaker, Rate
 from .exceptions import DataFlowDefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +88,8 @@ class StepOptions:
     timeout: float | None = None
     retry: Retry | None = None
     limit: int | None = None
+    rate: Rate | None = None
+    breaker: Breaker | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -99,14 +102,30 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     limit: int | None = None,
+    rate: float | Rate | None = None,
+    breaker: Breaker | None = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
-    ``TimeoutError``), a retry policy, or a concurrency limit shared by every run of the
-    flow, without changing the function. ``step(step(f, name="a"), timeout=1)`` combines."""
+    ``TimeoutError``), a retry policy, a concurrency limit shared by every run of the
+    flow, a rate (``rate=20`` or ``rate=Rate(20, burst=5)``: calls a second) or a circuit
+    breaker (``breaker=Breaker(...)``), without changing the function.
+    ``step(step(f, name="a"), timeout=1)`` combines."""
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
     if limit is not None and limit < 1:
         raise DataFlowDefinitionError(f"step({name or func!r}): limit must be >= 1")
+    if rate is not None and not isinstance(rate, Rate):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise DataFlowDefinitionError(
+                f"step({name or func!r}): rate={rate!r}: give calls a second (> 0), "
+                f"e.g. rate=20, or asyncdataflow.Rate(20, burst=5)"
+            )
+        rate = Rate(rate)
+    if breaker is not None and not isinstance(breaker, Breaker):
+        raise DataFlowDefinitionError(
+            f"step({name or func!r}): breaker={breaker!r}: give an asyncdataflow.Breaker("
+            f"failures=..., reset_after=..., on=(...))"
+        )
     if isinstance(func, StepOptions):
         return StepOptions(
             func.func,
@@ -114,5 +133,9 @@ def step(
             timeout=timeout if timeout is not None else func.timeout,
             retry=retry if retry is not None else func.retry,
             limit=limit if limit is not None else func.limit,
+            rate=rate if rate is not None else func.rate,
+            breaker=breaker if breaker is not None else func.breaker,
         )
-    return StepOptions(func, name=name, timeout=timeout, retry=retry, limit=limit)
+    return StepOptions(
+        func, name=name, timeout=timeout, retry=retry, limit=limit, rate=rate, breaker=breaker
+    )

@@ -4,6 +4,7 @@ aiofiles so the event loop never waits on the disk. Needs ``pip install
 "asyncdataflow[files]"``. See docs/files.md.
 """
 
+from .._errors import StepArgumentError
 from ._chunks import CHUNK_FORMATS
 from ._formats import FORMATS
 from ._paths import FilesArgumentError, PathOutsideBaseDirError
@@ -17,6 +18,7 @@ __all__ = [
     "FilesArgumentError",
     "PathOutsideBaseDirError",
     "Reader",
+    "StepArgumentError",
     "Writer",
     "reader",
     "writer",

@@ -9,6 +9,16 @@ the pools the step created. See docs/mysql.md.
 
 from __future__ import annotations
 
+from .._errors import StepArgumentError
 from ._steps import MODES, Execute, Reader, Writer, execute, reader, writer
 
-__all__ = ["MODES", "Execute", "Reader", "Writer", "execute", "reader", "writer"]
+__all__ = [
+    "MODES",
+    "Execute",
+    "Reader",
+    "StepArgumentError",
+    "Writer",
+    "execute",
+    "reader",
+    "writer",
+]
