@@ -17,6 +17,7 @@ from ._compiler import Block, Compiler, Fn, unwrap_step
 from ._hooks import Hooks, logger
 from ._journal import journaled_map
 from ._map import ordered_map
+from ._wiring import Explanation, analyze
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
 from .options import Retry
@@ -90,6 +91,10 @@ class DataFlow:
         self.retry = retry
         self.name = name or f"DataFlow@{id(self):x}"
         self.plan: Block = Compiler(retry).compile(definition, DataFlow)
+        self._wiring = analyze(self.plan, args_visibility, self.name)
+        wiring_error = self._wiring.error()
+        if wiring_error is not None:
+            raise wiring_error
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
         # running infinity loops, registered when called (so stop() right after
         # create_task reaches them) and forgotten with their coroutine
@@ -314,6 +319,13 @@ class DataFlow:
         from .graph import to_dot
 
         return to_dot(self)
+
+    def explain(self) -> Explanation:
+        """How the data reaches each step, as the check made when the flow was built saw
+        it: for every step its place, the parameters it needs, the keys known to be
+        available there, whether it is a guard, and its outputs. ``print(flow.explain())``
+        for a report; ``.steps`` for one :class:`~asyncdataflow.StepWiring` per step."""
+        return self._wiring.explanation(self.name)
 
     def walk(self) -> Iterable[Fn | Block]:
         """Every block and step of the plan, depth first."""
