@@ -13,7 +13,7 @@ from typing import Any
 
 from . import plugin_manager as _plugins
 from ._codegen import generate
-from ._compiler import Block, Compiler, Fn, unwrap_step
+from ._compiler import Block, Compiler, Fn, guard_missing, unwrap_step
 from ._hooks import Hooks, logger
 from ._journal import journaled_map
 from ._map import ordered_map
@@ -260,6 +260,19 @@ class DataFlow:
         if journal is not None:
             return journaled_map(self, inputs, concurrency, return_exceptions, journal)
         return ordered_map(self, inputs, concurrency, return_exceptions)
+
+    def missing_arguments(
+        self, kwargs: Mapping[str, Any]
+    ) -> list[tuple[StepInfo, tuple[str, ...]]]:
+        """Why ``flow(**kwargs)`` could not start: the steps that decide whether the flow's
+        first item is taken (the first step, or the first step of every branch of a
+        concurrent first block), each with the required parameters ``kwargs`` lacks for it.
+        Empty when the first item can be taken. Nothing runs; use it to check arguments
+        before calling (``asyncdataflow run`` does, and suggests close names)."""
+        candidates = guard_missing(self.plan.items[0], kwargs) if self.plan.items else []
+        if not all(missing for _, missing in candidates):
+            return []
+        return [(fn.info, missing) for fn, missing in candidates]
 
     # -- closing --------------------------------------------------------------------
 
