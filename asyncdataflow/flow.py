@@ -6,7 +6,15 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
@@ -427,8 +435,9 @@ class DataFlow:
         for a report; ``.steps`` for one :class:`~asyncdataflow.StepWiring` per step."""
         return self._wiring.explanation(self.name)
 
-    def walk(self) -> Iterable[Fn | Block]:
-        """Every block and step of the plan, depth first."""
+    def walk(self) -> Iterator[Fn | Block]:
+        """Every :class:`~asyncdataflow.plan.Block` and :class:`~asyncdataflow.plan.Step`
+        of :attr:`plan`, depth first, in definition order (the root block first)."""
         stack: list[Fn | Block] = [self.plan]
         while stack:
             node = stack.pop()
