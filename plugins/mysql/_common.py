@@ -25,6 +25,31 @@ from asyncdataflow.exceptions import DataFlowDefinitionError
 from .._errors import PackDefinitionError, StepArgumentError
 from .._vocab import USERINFO_HINT, unencoded_userinfo, without_userinfo
 
+#: aiomysql internals the pack relies on (pyproject bounds aiomysql to the series that
+#: has them): Pool._wakeup, to wake a task waiting for a slot after a broken connection
+#: is released; Cursor._show_warnings, overridden so INSERT IGNORE does not warn per row
+PRIVATE_NAMES = (("Pool", "_wakeup"), ("Cursor", "_show_warnings"))
+
+
+def check_aiomysql(module: Any = aiomysql) -> None:
+    """Fail loudly, at import, when this aiomysql lacks a private name the pack uses."""
+    missing = [
+        f"aiomysql.{owner}.{name}"
+        for owner, name in PRIVATE_NAMES
+        if not hasattr(getattr(module, owner, None), name)
+    ]
+    if missing:
+        version = getattr(module, "__version__", "?")
+        raise ImportError(
+            f"asyncdataflow.plugins.mysql relies on {', '.join(missing)}, which aiomysql "
+            f"{version} does not have; install a release it supports: "
+            f'pip install "aiomysql>=0.2,<0.4"'
+        )
+
+
+check_aiomysql()
+
+
 #: A name MySQL could take unquoted, and nothing else: it is then backtick-quoted.
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}")
 
@@ -220,9 +245,7 @@ async def give_back(pool: Any, conn: Any) -> None:
     if closed:
         # aiomysql's release() of a closed connection frees its slot without
         # waking a task waiting for one (maxsize reached); wake it here.
-        wakeup = getattr(pool, "_wakeup", None)
-        if wakeup is not None:
-            await wakeup()
+        await pool._wakeup()  # checked at import (check_aiomysql)
 
 
 class MySQLStep:
