@@ -69,4 +69,4 @@ def test_the_mysql_retry_note_says_what_a_lost_commit_acknowledgement_does():
     text = " ".join((ROOT / "docs" / "mysql.md").read_text(encoding="utf-8").split())
     assert "which is every write here) each row ends up written once" not in text
     assert "after the server committed and before its acknowledgement arrived" in text
-    assert "With `mode=\"insert\"` it is not" in text
+    assert 'With `mode="insert"` it is not' in text
