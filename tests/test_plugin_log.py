@@ -254,5 +254,6 @@ async def test_a_dead_letter_is_a_warning_naming_the_record(
     await flow()
     (letter,) = [r for r in records if r.adf_event == "dead_letter"]  # type: ignore[attr-defined]
     assert letter.levelno == logging.WARNING
-    assert letter.adf_step == "shape" and letter.adf_record == (1,)  # type: ignore[attr-defined]
+    assert letter.adf_step == "shape"
+    assert letter.adf_record == (1,)
     assert "record [1] input written to dead letters" in letter.getMessage()
