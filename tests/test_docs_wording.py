@@ -35,7 +35,8 @@ def test_the_readme_says_how_to_install_without_pypi():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "pip install asyncdataflow`" not in text  # no such distribution is published
     assert "not published on PyPI" in text
-    assert 'pip install ".[http,files]"' in text and "pip wheel --no-deps -w dist ." in text
+    assert 'pip install ".[http,files]"' in text
+    assert "pip wheel --no-deps -w dist ." in text
 
 
 def test_the_overhead_prose_agrees_with_the_table():
