@@ -58,9 +58,6 @@ class Record(dict[str, Any]):
         super().__init__(() if data is None else data)
         self.position = position
 
-    def __repr__(self) -> str:
-        return f"Record({dict.__repr__(self)}, position={self.position!r})"
-
     def __reduce__(self) -> Any:
         return (Record, (dict(self), self.position))
 

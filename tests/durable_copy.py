@@ -7,6 +7,8 @@ with upsert, resuming from a file checkpoint store.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import signal
 import sys
 
 from asyncdataflow import DataFlow, step
@@ -27,4 +29,5 @@ async def main(source: str, state: str, url: str, table: str) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # a test that waits too long asks where it is
     asyncio.run(main(*sys.argv[1:5]))
