@@ -296,7 +296,9 @@ import asyncio, resource, sys
 sys.path.insert(0, sys.argv[3])
 import streams
 asyncio.run(streams.ours_jsonl(sys.argv[1], sys.argv[2]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM: this program's own peak (ru_maxrss keeps the pre-exec peak of the parent)
+with open("/proc/self/status") as status:
+    print(next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmHWM:")))
 """
 
 
