@@ -291,6 +291,19 @@ async def hand_jsonl(src: str, dst: str) -> None:
             await flush(out)
 
 
+def file_size(path: str) -> int:
+    import os
+
+    return os.path.getsize(path)
+
+
+def remove(path: str) -> None:
+    import os
+
+    if os.path.exists(path):
+        os.remove(path)
+
+
 CHILD_JSONL = """
 import asyncio, resource, sys
 sys.path.insert(0, sys.argv[3])
@@ -325,12 +338,11 @@ async def bench_jsonl() -> None:
     with tempfile.TemporaryDirectory() as root:
         src, dst = os.path.join(root, "in.jsonl"), os.path.join(root, "out.jsonl")
         write_jsonl(src, lines)
-        size = os.path.getsize(src)
+        size = file_size(src)
         h, f = [], []
         for _ in range(rounds):
             for run, samples in ((hand_jsonl, h), (ours_jsonl, f)):
-                if os.path.exists(dst):
-                    os.remove(dst)
+                remove(dst)
                 started = time.perf_counter()
                 await run(src, dst)
                 samples.append(time.perf_counter() - started)
@@ -344,11 +356,10 @@ async def bench_jsonl() -> None:
         peaks = []
         for mib in (20, 200):
             write_jsonl(src, mib * 2**20 // 120)
-            if os.path.exists(dst):
-                os.remove(dst)
+            remove(dst)
             peaks.append(peak_rss_of_pipeline(src, dst))
             print(
-                f"{f'jsonl peak RSS, {os.path.getsize(src) / 2**20:.0f} MiB file':<52} "
+                f"{f'jsonl peak RSS, {file_size(src) / 2**20:.0f} MiB file':<52} "
                 f"{peaks[-1] / 2**20:9.1f} MiB"
             )
             os.remove(src)
