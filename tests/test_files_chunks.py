@@ -159,7 +159,7 @@ def test_bad_chunk_options_are_refused_when_the_step_is_built(fmt, size, match):
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, resource, sys
+    import asyncio, sys
     from asyncdataflow.plugins import files
 
     def transform(data):
@@ -173,7 +173,10 @@ CHILD = textwrap.dedent(
             out = transform(record["data"])
             await writer(**out)
             count += len(out["data"])
-        print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # VmHWM: this process's own peak (ru_maxrss may carry the parent's over a fork)
+        with open("/proc/self/status") as status:
+            hwm = next(line for line in status if line.startswith("VmHWM:"))
+        print(count, int(hwm.split()[1]) * 1024)
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
