@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -14,6 +15,7 @@ from . import plugin_manager as _plugins
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, unwrap_step
 from ._hooks import Hooks, logger
+from ._journal import journaled_map
 from ._map import ordered_map
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
@@ -216,6 +218,7 @@ class DataFlow:
         *,
         concurrency: int,
         return_exceptions: bool = False,
+        journal: str | os.PathLike[str] | None = None,
     ) -> AsyncIterator[Result | BaseException]:
         """Run the flow once per kwargs mapping, at most ``concurrency`` at a time, and
         yield the results in input order.
@@ -234,6 +237,14 @@ class DataFlow:
         results are yielded first, then that exception is raised. Closing the generator
         (``contextlib.aclosing``, or leaving an ``async for`` over it) cancels and awaits
         the runs in flight.
+
+        With ``journal=path`` the map can resume: every input whose result you have
+        taken is recorded in that JSON Lines file (a result counts as taken when you ask
+        for the next one, or when the map ends), and a map run again with the same
+        journal skips those inputs and yields only the others. The inputs must be the
+        same, in the same order (each is checked against a fingerprint kept in the
+        journal). A failed run is not recorded: it runs again next time. See
+        docs/durable.md.
         """
         if not isinstance(concurrency, int) or concurrency < 1:
             raise DataFlowCallError(f"map(concurrency={concurrency!r}): must be an int >= 1")
@@ -241,6 +252,8 @@ class DataFlow:
             raise DataFlowCallError(
                 f"flow {self.name!r} is an infinity loop; map() needs runs that finish"
             )
+        if journal is not None:
+            return journaled_map(self, inputs, concurrency, return_exceptions, journal)
         return ordered_map(self, inputs, concurrency, return_exceptions)
 
     # -- closing --------------------------------------------------------------------
