@@ -41,6 +41,7 @@ _map_source_pack()
 
 from . import exceptions  # noqa: E402
 from ._protect import Breaker, Rate  # noqa: E402
+from ._wiring import Explanation, StepWiring  # noqa: E402
 from .args_mapper import args_mapper  # noqa: E402
 from .flow import DataFlow  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
@@ -53,10 +54,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Breaker",
     "DataFlow",
+    "Explanation",
     "Rate",
     "Retry",
     "RunInfo",
     "StepInfo",
+    "StepWiring",
     "__version__",
     "args_mapper",
     "exceptions",

@@ -19,7 +19,7 @@ from ._merging import check_result
 from ._notes import note, retry_note
 from ._protect import Guard
 from .exceptions import DataFlowFunctionResultError
-from .info import RunInfo
+from .info import RunInfo, StepInfo
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -70,10 +70,17 @@ class StepRunner:
         return await loop.run_in_executor(self.executor, call)
 
     async def _timed(self, awaitable: Awaitable[Any]) -> Any:
-        if self.info.timeout is None:
+        timeout = self.info.timeout
+        if timeout is None:
             return await awaitable
-        async with asyncio.timeout(self.info.timeout):
-            return await awaitable
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await awaitable
+        except TimeoutError as error:
+            if deadline.expired() and not error.args:  # ours, not the step's own
+                error.args = (timeout_message(self.info, timeout),)
+            raise
 
     async def _guarded(self, kw: Data) -> Any:
         # the timeout covers the wait for a limit's slot: it bounds the whole attempt
@@ -178,3 +185,12 @@ class StepRunner:
                     result=result, duration=duration,
                 )  # fmt: skip
             return result
+
+
+def timeout_message(info: StepInfo, timeout: float) -> str:
+    """What a ``TimeoutError`` from ``step(..., timeout=)`` says (it had no message)."""
+    return (
+        f"step {info.name!r} at {info.path} did not finish within its timeout of "
+        f"{timeout:g} s (step(..., timeout={timeout:g})); the wait for a limit slot, a "
+        f"rate token or the breaker counts too"
+    )

@@ -13,10 +13,11 @@ from typing import Any
 
 from . import plugin_manager as _plugins
 from ._codegen import generate
-from ._compiler import Block, Compiler, Fn, unwrap_step
+from ._compiler import Block, Compiler, Fn, guard_missing, unwrap_step
 from ._hooks import Hooks, logger
 from ._journal import journaled_map
 from ._map import ordered_map
+from ._wiring import Explanation, analyze
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
 from .options import Retry
@@ -90,6 +91,10 @@ class DataFlow:
         self.retry = retry
         self.name = name or f"DataFlow@{id(self):x}"
         self.plan: Block = Compiler(retry).compile(definition, DataFlow)
+        self._wiring = analyze(self.plan, args_visibility, self.name)
+        wiring_error = self._wiring.error()
+        if wiring_error is not None:
+            raise wiring_error
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
         # running infinity loops, registered when called (so stop() right after
         # create_task reaches them) and forgotten with their coroutine
@@ -256,6 +261,19 @@ class DataFlow:
             return journaled_map(self, inputs, concurrency, return_exceptions, journal)
         return ordered_map(self, inputs, concurrency, return_exceptions)
 
+    def missing_arguments(
+        self, kwargs: Mapping[str, Any]
+    ) -> list[tuple[StepInfo, tuple[str, ...]]]:
+        """Why ``flow(**kwargs)`` could not start: the steps that decide whether the flow's
+        first item is taken (the first step, or the first step of every branch of a
+        concurrent first block), each with the required parameters ``kwargs`` lacks for it.
+        Empty when the first item can be taken. Nothing runs; use it to check arguments
+        before calling (``asyncdataflow run`` does, and suggests close names)."""
+        candidates = guard_missing(self.plan.items[0], kwargs) if self.plan.items else []
+        if not all(missing for _, missing in candidates):
+            return []
+        return [(fn.info, missing) for fn, missing in candidates]
+
     # -- closing --------------------------------------------------------------------
 
     def _closeables(self) -> list[Any]:
@@ -314,6 +332,13 @@ class DataFlow:
         from .graph import to_dot
 
         return to_dot(self)
+
+    def explain(self) -> Explanation:
+        """How the data reaches each step, as the check made when the flow was built saw
+        it: for every step its place, the parameters it needs, the keys known to be
+        available there, whether it is a guard, and its outputs. ``print(flow.explain())``
+        for a report; ``.steps`` for one :class:`~asyncdataflow.StepWiring` per step."""
+        return self._wiring.explanation(self.name)
 
     def walk(self) -> Iterable[Fn | Block]:
         """Every block and step of the plan, depth first."""

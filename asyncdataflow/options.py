@@ -4,7 +4,7 @@ and the mark for a cheap sync function that may run on the loop."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -90,6 +90,7 @@ class StepOptions:
     limit: int | None = None
     rate: Rate | None = None
     breaker: Breaker | None = None
+    outputs: tuple[str, ...] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -104,12 +105,16 @@ def step(
     limit: int | None = None,
     rate: float | Rate | None = None,
     breaker: Breaker | None = None,
+    outputs: Iterable[str] | None = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
     ``TimeoutError``), a retry policy, a concurrency limit shared by every run of the
-    flow, a rate (``rate=20`` or ``rate=Rate(20, burst=5)``: calls a second) or a circuit
-    breaker (``breaker=Breaker(...)``), without changing the function.
-    ``step(step(f, name="a"), timeout=1)`` combines."""
+    flow, a rate (``rate=20`` or ``rate=Rate(20, burst=5)``: calls a second), a circuit
+    breaker (``breaker=Breaker(...)``), or the keys it returns (``outputs=("rows",
+    "count")``, checked against the parameters of the steps after it when the flow is
+    built), without changing the function. ``step(step(f, name="a"), timeout=1)``
+    combines."""
+    keys = _output_names(func, outputs)
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
     if limit is not None and limit < 1:
@@ -135,7 +140,30 @@ def step(
             limit=limit if limit is not None else func.limit,
             rate=rate if rate is not None else func.rate,
             breaker=breaker if breaker is not None else func.breaker,
+            outputs=keys if keys is not None else func.outputs,
         )
     return StepOptions(
-        func, name=name, timeout=timeout, retry=retry, limit=limit, rate=rate, breaker=breaker
+        func,
+        name=name,
+        timeout=timeout,
+        retry=retry,
+        limit=limit,
+        rate=rate,
+        breaker=breaker,
+        outputs=keys,
     )
+
+
+def _output_names(func: Any, outputs: Iterable[str] | None) -> tuple[str, ...] | None:
+    if outputs is None:
+        return None
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    keys = tuple(outputs)
+    bad = [k for k in keys if not isinstance(k, str)]
+    if bad:
+        raise DataFlowDefinitionError(
+            f"step({func!r}): outputs must be names (str), got {bad!r}; "
+            f'write outputs=("rows", "count")'
+        )
+    return tuple(dict.fromkeys(keys))

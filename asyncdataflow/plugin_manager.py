@@ -110,4 +110,7 @@ def plugin_manager_for(plugins: Iterable[Any]) -> pluggy.PluginManager:
     return own
 
 
+#: the names the package registers its own plugins under (`asyncdataflow plugins` shows
+#: them as built-in; a plugin class of the package that a user registers is not)
+BUILT_IN_NAMES = frozenset({"asyncdataflow.retry"})
 register_plugin(retry_plugin, name="asyncdataflow.retry")
