@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
+from .._journal import journaled_map, read_journal
+from ..exceptions import DataFlowCallError
 from ..flow import DataFlow
 from .errors import PROG, UsageError
 from .lines import LineReader
@@ -47,6 +49,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     map_.add_argument("--output", metavar="FILE.jsonl", help="results (default: stdout)")
     map_.add_argument("--errors", metavar="FILE.jsonl", help="failures (default: stderr)")
+    map_.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="resume: record every input whose result is written; run again with the same "
+        "journal and --output, only the inputs not yet done run, and --output ends up "
+        "holding every result exactly once (needs --output)",
+    )
     map_.set_defaults(handler=handle)
 
 
@@ -152,6 +161,27 @@ class _Writer:
             self.out.flush()
 
 
+def _resume_output(path: str, journal: str) -> IO[bytes]:
+    """--output for a map with a journal: cut back to the size the journal's last entry
+    recorded (a result written after it belongs to an input that runs again), or
+    emptied when the journal holds nothing yet; then appended to."""
+    try:
+        _, last = read_journal(journal)
+    except DataFlowCallError as error:
+        raise UsageError(f"--journal {journal!r}: {error}") from None
+    out = _open(path, "a", "--output")
+    size = int(last.get("o", 0))
+    if out.seek(0, os.SEEK_END) < size:
+        out.close()
+        raise UsageError(
+            f"--output {path!r} is shorter than the journal {journal!r} says it was written; "
+            f"it is not that map's output. Use a new journal, or the output it belongs to"
+        )
+    out.truncate(size)
+    out.seek(size)  # tell() says the size until the next append moves it
+    return out
+
+
 async def _map(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency {args.concurrency}: must be >= 1")
@@ -159,6 +189,8 @@ async def _map(args: argparse.Namespace) -> int:
     if flow.infinity_loop:
         raise UsageError(f"{args.target} is an infinity loop; map needs runs that finish")
     _refuse_overwriting_the_input(args)
+    if args.journal and not args.output:
+        raise UsageError("--journal needs --output FILE: a resumed map appends to that file")
     try:
         return await _map_files(flow, args)
     except BrokenPipeError:
@@ -177,7 +209,9 @@ async def _map_files(flow: DataFlow, args: argparse.Namespace) -> int:
         )
         total = _count_lines(args.input) if args.input != "-" else None
         out = sys.stdout.buffer
-        if args.output:
+        if args.journal:
+            out = stack.enter_context(_resume_output(args.output, args.journal))
+        elif args.output:
             out = stack.enter_context(_open(args.output, "w", "--output"))
         errors = sys.stderr.buffer
         if args.errors:
@@ -229,7 +263,18 @@ async def _run_all(
     async def consume() -> None:
         progress = writer.progress
         progress.draw(force=True)
-        results = flow.map(inputs(), concurrency=args.concurrency, return_exceptions=True)
+        if args.journal:
+            out = writer.out
+
+            def written() -> dict[str, int]:
+                out.flush()  # the journal says how far --output got: it must be there
+                return {"o": out.tell()}
+
+            results: AsyncIterator[Any] = journaled_map(
+                flow, inputs(), args.concurrency, True, args.journal, extra=written
+            )
+        else:
+            results = flow.map(inputs(), concurrency=args.concurrency, return_exceptions=True)
         async with contextlib.aclosing(results):  # type: ignore[type-var]
             async for outcome in results:
                 skip_bad_lines()
