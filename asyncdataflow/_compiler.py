@@ -141,6 +141,19 @@ def is_async_callable(func: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def source_kind(func: Any) -> str | None:
+    """``"async"`` for an async generator function, ``"sync"`` for a generator function
+    (through partials and a callable object's ``__call__``), else ``None``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    for f in (func, getattr(type(func), "__call__", None)):  # noqa: B004
+        if inspect.isasyncgenfunction(f):
+            return "async"
+        if inspect.isgeneratorfunction(f):
+            return "sync"
+    return None
+
+
 def is_inline(func: Any) -> bool:
     while True:
         if getattr(func, INLINE_ATTR, False):
@@ -240,14 +253,28 @@ class Compiler:
         params = analyze_signature(func, f"{path} ({callable_name(func)})")
         required = tuple(n for n, d in params if d is _REQUIRED)
         is_async = is_async_callable(func)
-        inline = (not is_async) and is_inline(func)
+        source = source_kind(func)
+        window = opts.window if opts else None
+        if window is not None and source is None:
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, window={window}): window= is for a "
+                f"source, a generator function that yields records; "
+                f"{callable_name(func)} is not one. Drop window=, or make it yield."
+            )
+        if source and opts and (opts.rate is not None or opts.breaker is not None):
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, rate=/breaker=): a source is advanced, "
+                f"not called; put rate= or breaker= on the step that calls the service "
+                f"(in the source's records, or inside the source itself)"
+            )
+        inline = (source != "async") and (not is_async) and is_inline(func)
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
             path=path,
             parent=parent,
             func=func,
-            is_async=is_async,
+            is_async=is_async or source == "async",
             inline=inline,
             params=tuple(n for n, _ in params),
             required=required,
@@ -256,6 +283,8 @@ class Compiler:
             limit=opts.limit if opts else None,
             rate=opts.rate if opts else None,
             breaker=opts.breaker if opts else None,
+            source=source,
+            window=(window or 1) if source else None,
         )
         outputs, optional = declared_outputs(item)
         call = step_call(func, is_async, inline, self.executor)

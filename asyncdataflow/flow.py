@@ -14,6 +14,7 @@ from typing import Any
 from . import plugin_manager as _plugins
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, guard_missing, unwrap_step
+from ._gather import cancel_and_wait
 from ._hooks import hooks_for, logger
 from ._journal import journaled_map
 from ._map import ordered_map
@@ -108,6 +109,7 @@ class DataFlow:
         self._hooks = hooks_for(self.plugins)
         self._version = _plugins.VERSION
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
+        self._emits: bool = self._body.__asyncdataflow_emits__
         # a run gets a RunInfo whenever a hook may be called: an observer, or the retry
         # decision of a step with a policy
         self._observe = self._hooks.any or any(s.retry is not None for s in self.steps)
@@ -141,7 +143,11 @@ class DataFlow:
         return self._entry(kwargs)
 
     async def _observed(
-        self, kwargs: Result, run: RunInfo | None = None, hook: str = "after_flow_run"
+        self,
+        kwargs: Result,
+        run: RunInfo | None = None,
+        hook: str = "after_flow_run",
+        emit: Callable[[Result], Awaitable[None]] | None = None,
     ) -> Result:
         """One run with its hooks: ``before_flow_run``, the body, ``after_flow_run`` (and,
         for a loop iteration, ``after_loop_iteration`` too)."""
@@ -153,7 +159,10 @@ class DataFlow:
         result: Result | None = None
         error: BaseException | None = None
         try:
-            result = await self._body(kwargs, run, kwargs)
+            if emit is None:
+                result = await self._body(kwargs, run, kwargs)
+            else:
+                result = await self._body(kwargs, run, kwargs, emit)
             return result
         except BaseException as e:
             error = e
@@ -219,6 +228,60 @@ class DataFlow:
         once). Loops started later are not affected."""
         for state in list(self._loops):
             state.stop()
+
+    async def stream(self, /, **kwargs: Any) -> AsyncIterator[Result]:
+        """Run the flow once and yield every record's final output, in the order its
+        source yielded them (see the README's Streams section). A flow without a source in
+        its own sequence yields its one result.
+
+        The run goes on in a task of its own and waits while its last output has not been
+        taken, so a slow consumer holds the source back. Leaving early
+        (``break``, then ``aclose()``; or ``contextlib.aclosing``) cancels the run and
+        closes its sources before ``aclose()`` returns. An exception of the run is raised
+        here unchanged.
+        """
+        if self.infinity_loop:
+            raise DataFlowCallError(
+                f"flow {self.name!r} is an infinity loop; stream() needs a run that finishes"
+            )
+        if self._version != _plugins.VERSION:
+            self._build()
+        if not self._emits:
+            yield await self(**kwargs)
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(1)
+        leaving = False
+
+        async def emit(data: Result) -> None:
+            await queue.put((True, data))
+
+        async def produce() -> None:
+            try:
+                if self._observe:
+                    await self._observed(kwargs, emit=emit)
+                else:
+                    await self._body(kwargs, None, kwargs, emit)
+            except BaseException as error:
+                if leaving:
+                    raise
+                await queue.put((False, error))
+            else:
+                await queue.put((False, None))
+
+        task = loop.create_task(produce())
+        try:
+            while True:
+                ok, value = await queue.get()
+                if ok:
+                    yield value
+                elif value is None:
+                    return
+                else:
+                    raise value
+        finally:
+            leaving = True
+            await cancel_and_wait([task])
 
     def map(
         self,

@@ -105,6 +105,7 @@ class StepOptions:
     rate: Rate | None = None
     breaker: Breaker | None = None
     outputs: tuple[str, ...] | None = None
+    window: int | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -120,6 +121,7 @@ def step(
     rate: float | Rate | None = None,
     breaker: Breaker | None = None,
     outputs: Iterable[str] | None = None,
+    window: int | None = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
     ``TimeoutError``), a retry policy, a concurrency limit shared by every run of the
@@ -127,12 +129,19 @@ def step(
     breaker (``breaker=Breaker(...)``), or the keys it returns (``outputs=("rows",
     "count")``, checked against the parameters of the steps after it when the flow is
     built), without changing the function. ``step(step(f, name="a"), timeout=1)``
-    combines."""
+    combines.
+
+    ``window`` is for a source (a generator function, see the README's Streams section):
+    at most this many of its records in flight at once (default 1)."""
     keys = _output_names(func, outputs)
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
     if limit is not None and limit < 1:
         raise DataFlowDefinitionError(f"step({name or func!r}): limit must be >= 1")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise DataFlowDefinitionError(
+            f"step({name or func!r}): window must be an int >= 1, got {window!r}"
+        )
     if rate is not None and not isinstance(rate, Rate):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise DataFlowDefinitionError(
@@ -155,6 +164,7 @@ def step(
             rate=rate if rate is not None else func.rate,
             breaker=breaker if breaker is not None else func.breaker,
             outputs=keys if keys is not None else func.outputs,
+            window=window if window is not None else func.window,
         )
     return StepOptions(
         func,
@@ -165,6 +175,7 @@ def step(
         rate=rate,
         breaker=breaker,
         outputs=keys,
+        window=window,
     )
 
 

@@ -24,7 +24,9 @@ where they apply ``adf_step``, ``adf_path``, ``adf_attempt``, ``adf_duration`` (
 ``adf_delay``, ``adf_error`` (the exception's type name), ``adf_iteration``,
 ``adf_missing``, ``adf_keys`` (output key names), ``adf_rate`` and ``adf_previous_rate``
 (calls a second), ``adf_pause`` (seconds), ``adf_state`` and ``adf_previous_state`` (a
-breaker's), ``adf_retry_in`` (seconds until an open breaker's trial call).
+breaker's), ``adf_retry_in`` (seconds until an open breaker's trial call); step records
+also carry ``adf_record``, the record's index in each source it runs under (``()``
+outside a stream).
 
 The plugin never configures logging (no handler, no level: that is the application's
 job) and never logs the values of a run's arguments or of a step's input and output, which
@@ -74,6 +76,7 @@ def _step_extra(
         "adf_run_id": run.id,
         "adf_step": step.name,
         "adf_path": step.path,
+        "adf_record": run.record if run is not None else (),
         **more,
     }
 

@@ -879,3 +879,13 @@ def test_the_service_recipe_stops_on_sigterm_after_the_iteration_and_closes_the_
     assert done.returncode == 0, done.stderr  # not -15: the signal was handled
     assert done.stdout.splitlines() == ["closed", "{'source': 'orders', 'polls': 3}"]
     assert done.stderr == ""
+
+
+def test_help_lists_every_registered_subcommand(cli: Cli) -> None:
+    from asyncdataflow.cli import COMMANDS
+
+    done = cli("--help")
+    assert done.returncode == 0
+    listed = re.findall(r"^    (\w+) ", done.stdout, flags=re.M)
+    assert listed == [register.__module__.rsplit(".", 1)[1] for register in COMMANDS]
+    assert listed[:3] == ["run", "map", "graph"]

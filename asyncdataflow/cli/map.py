@@ -16,6 +16,7 @@ from typing import IO, Any
 from .._journal import journaled_map, read_journal
 from ..exceptions import DataFlowCallError
 from ..flow import DataFlow
+from .commands import Commands, add_command
 from .errors import PROG, UsageError
 from .lines import LineReader
 from .output import NotJSONError, error_record, json_line, loads, not_utf8, to_json
@@ -26,14 +27,15 @@ from .target import close_flow, load_flow
 __all__ = ["register"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    map_ = commands.add_parser(
+def register(commands: Commands) -> None:
+    map_ = add_command(
+        commands,
         "map",
-        help="run a flow once per line of a JSON Lines file",
+        handle,
+        summary="run a flow once per line of a JSON Lines file",
         description="Run MODULE:ATTR once per JSON object in --input; write the results in "
         "input order as JSON lines and the failures (line, input, error) to --errors.",
     )
-    map_.add_argument("target", metavar="MODULE:ATTR")
     map_.add_argument(
         "--input",
         required=True,
@@ -56,7 +58,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "journal and --output, only the inputs not yet done run, and --output ends up "
         "holding every result exactly once (needs --output)",
     )
-    map_.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
