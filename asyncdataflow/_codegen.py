@@ -97,6 +97,7 @@ class _Gen:
             or info.limit is not None
             or info.rate is not None
             or info.breaker is not None
+            or info.dead_letter is not None
         )
 
     def call_fn(self, fn: Fn, fetched: bool = False) -> list[str]:

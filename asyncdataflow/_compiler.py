@@ -180,9 +180,15 @@ def unwrap_step(func: Any) -> Any:
 
 
 class Compiler:
-    def __init__(self, default_retry: Retry | None, executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        default_retry: Retry | None,
+        executor: Executor | None = None,
+        default_dead_letter: Any = None,
+    ) -> None:
         self.default_retry = default_retry
         self.executor = executor
+        self.default_dead_letter = default_dead_letter
 
     def compile(self, definition: Any, flow_cls: type[DataFlow]) -> Block:
         self.flow_cls = flow_cls
@@ -267,8 +273,17 @@ class Compiler:
                 f"not called; put rate= or breaker= on the step that calls the service "
                 f"(in the source's records, or inside the source itself)"
             )
+        if source and opts and opts.dead_letter is not None:
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, dead_letter=): a source's failure ends "
+                f"its stream, it is not one record's; put dead_letter= on the steps of its "
+                f"records (or on the flow: DataFlow(..., dead_letter=sink))"
+            )
         inline = (source != "async") and (not is_async) and is_inline(func)
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
+        dead_letter = None
+        if not source:
+            dead_letter = (opts.dead_letter if opts else None) or self.default_dead_letter
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
             path=path,
@@ -285,6 +300,7 @@ class Compiler:
             breaker=opts.breaker if opts else None,
             source=source,
             window=(window or 1) if source else None,
+            dead_letter=dead_letter,
         )
         outputs, optional = declared_outputs(item)
         call = step_call(func, is_async, inline, self.executor)

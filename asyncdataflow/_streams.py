@@ -23,6 +23,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Fn
+from ._dead_letters import DROPPED, IN_RECORD, DeadLettered, post
 from ._gather import cancel_and_wait
 from ._hooks import Hooks, logger
 from ._limits import semaphore, semaphores_for
@@ -170,6 +171,8 @@ class SourceRunner:
         self.label = f"{info.name} ({info.path})"
         self.retries = StepRunner(flow, fn, hooks)  # its retry decision, for the source
         self.sems = semaphores_for(fn.options) if info.limit else None
+        # a record whose step fails for good into a dead-letter sink is dropped
+        self.letters = any(s.dead_letter is not None for s in flow.steps)
 
     # -- pieces -----------------------------------------------------------------------
 
@@ -301,6 +304,8 @@ class SourceRunner:
             progress[1] = True
             self.source_failed(error, 0)
             raise
+        if rest is not None and self.letters:
+            rest = self._lettered(rest)
         try:
             if self.window == 1 or rest is None:
                 result = await self._serial(source, d, run, init, rest, emit, progress)
@@ -314,6 +319,30 @@ class SourceRunner:
             raise
         await source.close()
         return result
+
+    def _lettered(self, rest: Rest) -> Rest:
+        """``rest`` for a stream with dead letters: a record whose step failed for good
+        writes its letter (with the record's input) and yields :data:`DROPPED`."""
+        count = 0  # records are started in order: the n-th call is record n
+
+        async def lettered(r: Data, rrun: RunInfo | None, init: Data, *emit: Any) -> Data:
+            nonlocal count
+            index, count = count, count + 1
+            token = IN_RECORD.set(True)
+            try:
+                return await rest(r, rrun, init, *emit)
+            except DeadLettered as dropped:
+                record = rrun.record if rrun is not None else (index,)
+                self.record_note(dropped.error, record[-1])
+                await post(
+                    self.hooks, self.flow, rrun, dropped.step, dropped.error, r,
+                    dropped.attempts, record, self.info.path,
+                )  # fmt: skip
+                return DROPPED
+            finally:
+                IN_RECORD.reset(token)
+
+        return lettered
 
     async def _serial(
         self,
@@ -341,12 +370,14 @@ class SourceRunner:
                             await emit(r)
                         out = r
                     elif run is None and emit is None:
-                        out = await rest(r, None, init)
+                        res = await rest(r, None, init)
+                        out = out if res is DROPPED else res
                     else:
                         rrun = run if run is None else self.record_run(run, index)
-                        out = await (
+                        res = await (
                             rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit)
                         )
+                        out = out if res is DROPPED else res
                 except BaseException as error:
                     in_record = True
                     self.record_note(error, index)
@@ -402,7 +433,8 @@ class SourceRunner:
                     if head.cancelled() or head.exception() is not None:
                         failed = failed or head  # its done callback may not have run yet
                         break
-                    out = pending.popleft()[0].result()
+                    res = pending.popleft()[0].result()
+                    out = out if res is DROPPED else res
                     if pending and pending[0][2] is not None:
                         pending[0][2].open()  # the new oldest record may emit
                 if failed is not None:

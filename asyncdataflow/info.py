@@ -55,6 +55,8 @@ class StepInfo:
         source: ``"async"`` or ``"sync"`` for a source (a generator function whose every
             yielded dict starts a record), else ``None``.
         window: a source's window (records in flight at once), else ``None``.
+        dead_letter: the dead-letter sink a failed record goes to (its own, else the
+            flow's default), or ``None``.
     """
 
     name: str
@@ -72,6 +74,7 @@ class StepInfo:
     breaker: Breaker | None = None
     source: str | None = None
     window: int | None = None
+    dead_letter: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

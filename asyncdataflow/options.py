@@ -106,6 +106,7 @@ class StepOptions:
     breaker: Breaker | None = None
     outputs: tuple[str, ...] | None = None
     window: int | None = None
+    dead_letter: Any = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -122,6 +123,7 @@ def step(
     breaker: Breaker | None = None,
     outputs: Iterable[str] | None = None,
     window: int | None = None,
+    dead_letter: Any = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
     ``TimeoutError``), a retry policy, a concurrency limit shared by every run of the
@@ -132,7 +134,11 @@ def step(
     combines.
 
     ``window`` is for a source (a generator function, see the README's Streams section):
-    at most this many of its records in flight at once (default 1)."""
+    at most this many of its records in flight at once (default 1).
+
+    ``dead_letter`` is a dead-letter sink (``asyncdataflow.plugins.files.dead_letters(...)``,
+    ``asyncdataflow.plugins.mysql.dead_letters(...)``): a record this step fails on after
+    its retries is handed to it and the stream goes on (see docs/durable.md)."""
     keys = _output_names(func, outputs)
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
@@ -154,6 +160,7 @@ def step(
             f"step({name or func!r}): breaker={breaker!r}: give an asyncdataflow.Breaker("
             f"failures=..., reset_after=..., on=(...))"
         )
+    check_sink(f"step({name or func!r})", dead_letter)
     if isinstance(func, StepOptions):
         return StepOptions(
             func.func,
@@ -165,6 +172,7 @@ def step(
             breaker=breaker if breaker is not None else func.breaker,
             outputs=keys if keys is not None else func.outputs,
             window=window if window is not None else func.window,
+            dead_letter=dead_letter if dead_letter is not None else func.dead_letter,
         )
     return StepOptions(
         func,
@@ -176,6 +184,7 @@ def step(
         breaker=breaker,
         outputs=keys,
         window=window,
+        dead_letter=dead_letter,
     )
 
 
@@ -192,3 +201,18 @@ def _output_names(func: Any, outputs: Iterable[str] | None) -> tuple[str, ...] |
             f'write outputs=("rows", "count")'
         )
     return tuple(dict.fromkeys(keys))
+
+
+def check_sink(owner: str, sink: Any) -> None:
+    """A dead-letter sink has the methods of :class:`asyncdataflow.durable.DeadLetterSink`."""
+    if sink is None:
+        return
+    missing = [
+        m for m in ("put", "letters", "remove", "aclose") if not callable(getattr(sink, m, None))
+    ]
+    if missing:
+        raise DataFlowDefinitionError(
+            f"{owner}: dead_letter={sink!r:.80} is not a dead-letter sink (it lacks "
+            f"{', '.join(missing)}); use asyncdataflow.plugins.files.dead_letters(path) or "
+            f"asyncdataflow.plugins.mysql.dead_letters(url=...)"
+        )

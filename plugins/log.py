@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from asyncdataflow.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from asyncdataflow.durable import DeadLetter
     from asyncdataflow.flow import DataFlow
     from asyncdataflow.info import RunInfo, StepInfo
 
@@ -55,6 +56,7 @@ __all__ = [
     "before_step_run",
     "logger",
     "on_breaker_change",
+    "on_dead_letter",
     "on_rate_change",
     "on_step_error",
     "on_step_retry",
@@ -367,6 +369,24 @@ def on_rate_change(
         rate,
         previous,
         extra=_step_extra("rate_limited", flow, run, step, adf_error=type(error).__name__, **more),
+    )
+
+
+@hookimpl
+def on_dead_letter(flow: DataFlow, run: RunInfo, step: StepInfo, letter: DeadLetter) -> None:
+    where = f" record {list(letter.record)}" if letter.record else ""
+    logger.warning(
+        "flow %s run %s: step %s at %s failed for good (%s: %s); %s written to dead letters",
+        flow.name,
+        run.id,
+        step.name,
+        step.path,
+        letter.error_type,
+        letter.message,
+        f"its{where} input" if where else "the run's arguments",
+        extra=_step_extra(
+            "dead_letter", flow, run, step, adf_error=letter.error_type, adf_record=letter.record
+        ),
     )
 
 

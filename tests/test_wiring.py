@@ -386,3 +386,20 @@ def test_every_flow_of_the_examples_and_the_readme_checks_clean(
         if "near miss" in source or "rowz" in source:  # the README's own typo examples
             continue
         assert flow.explain().problems == [], str(flow.explain())
+
+
+async def numbers(n: int) -> Any:  # a source: each yielded dict is a record
+    for i in range(n):
+        yield {"i": i}
+
+
+async def test_a_source_that_yields_nothing_passes_its_input_on_so_it_is_not_refused() -> None:
+    prepare = step(lambda n: {"n": n, "tag": "t"}, outputs=("n", "tag"))
+    square = step(lambda i: {"sq": i * i}, outputs=("sq",))
+
+    async def after(tag: str) -> dict[str, Any]:
+        return {"after": tag}
+
+    flow = DataFlow((prepare, ((step(numbers, outputs=("i",)), square),), after))
+    assert await flow(n=0) == {"after": "t"}  # no record: the block's input flows on
+    assert flow.explain().steps[3].available == ("i", "n", "sq", "tag")
