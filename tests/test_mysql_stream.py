@@ -15,6 +15,7 @@ from typing import Any
 import aiomysql
 import pytest
 from _mysql_server import NOWHERE, Tables, one_connection_pool, sql
+from _peak_rss import PEAK_RSS
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.plugins import mysql
@@ -146,9 +147,9 @@ async def test_a_failing_query_raises_and_leaves_the_connection_usable(
         await pool.wait_closed()
 
 
-CHILD = textwrap.dedent(
+CHILD = PEAK_RSS + textwrap.dedent(
     """
-    import asyncio, resource, sys
+    import asyncio, sys
     from asyncdataflow.plugins import mysql
 
     async def main(url, src, dst):
@@ -161,7 +162,7 @@ CHILD = textwrap.dedent(
         finally:
             await reader.aclose()
             await writer.aclose()
-        print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        print(count, peak_rss())
 
     asyncio.run(main(*sys.argv[1:]))
     """
