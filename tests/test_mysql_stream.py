@@ -15,6 +15,7 @@ from typing import Any
 import aiomysql
 import pytest
 from _mysql_server import NOWHERE, Tables, one_connection_pool, sql
+from _peak_rss import PEAK_RSS
 
 from asyncdataflow import DataFlow, step
 from asyncdataflow.exceptions import DataFlowDefinitionError
@@ -147,9 +148,9 @@ async def test_a_failing_query_raises_and_leaves_the_connection_usable(
         await pool.wait_closed()
 
 
-CHILD = textwrap.dedent(
+CHILD = PEAK_RSS + textwrap.dedent(
     """
-    import asyncio, resource, sys
+    import asyncio, sys
     from asyncdataflow import DataFlow, step
     from asyncdataflow.plugins import mysql
 
@@ -165,15 +166,6 @@ CHILD = textwrap.dedent(
         async with DataFlow((step(reader, window=2), writer, counted)) as flow:
             await flow()
         print(count, peak_rss())
-
-    def peak_rss():
-        # VmHWM is this program's own peak: ru_maxrss keeps the peak of the process
-        # image before exec, here the test run that started us (hundreds of MiB)
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     asyncio.run(main(*sys.argv[1:]))
     """
