@@ -15,6 +15,7 @@ __all__ = [
     "DataFlowFunctionResultError",
     "DataFlowMergeResultError",
     "DataFlowNotCallableError",
+    "DataFlowNotPicklableError",
     "DataFlowNotTupleError",
     "DataFlowRoutingError",
     "DataFlowRunError",
@@ -43,6 +44,11 @@ class DataFlowNotCallableError(DataFlowDefinitionError, TypeError):
 
 class DataFlowFunctionArgsError(DataFlowDefinitionError, TypeError):
     """A step with ``*args``, ``**kwargs`` or positional-only parameters."""
+
+
+class DataFlowNotPicklableError(DataFlowDefinitionError, TypeError):
+    """A flow cannot be sent to other processes (``asyncdataflow.dask.map``): a step, an
+    option or a plugin cannot be pickled. Raised before anything is sent."""
 
 
 class DataFlowRunError(DataFlowError):

@@ -21,6 +21,8 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
         'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
     ) from error
 
+from asyncdataflow._pickling import PicklesAsConfig
+
 from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
 from ._paths import (
     FilesArgumentError,
@@ -65,7 +67,7 @@ def _check_encoding(owner: str, encoding: Any) -> None:
         ) from None
 
 
-class _FileStep:
+class _FileStep(PicklesAsConfig):
     """What the reader and the writer share: the path (template) and ``base_dir``."""
 
     _kind = ""

@@ -19,6 +19,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'asyncdataflow.plugins.mysql needs aiomysql and PyMySQL: pip install "asyncdataflow[mysql]"'
     ) from error
 
+from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 #: A name MySQL could take unquoted, and nothing else: it is then backtick-quoted.
@@ -157,7 +158,7 @@ def _is_server_error(error: BaseException) -> bool:
     return code not in _CONNECTION_ENDED
 
 
-class MySQLStep:
+class MySQLStep(PicklesAsConfig):
     """Base of the MySQL steps: owns one pool per event loop unless given a pool."""
 
     _kind = "mysql"
