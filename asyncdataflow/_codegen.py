@@ -3,7 +3,7 @@
 The way ``dataclasses`` writes ``__init__``: the plan is known when the flow is built, so
 every parameter lookup, guard test and merge is written out as plain Python, and a run does
 almost nothing but call the steps. A step with options, or a flow with step hooks, calls
-through a :class:`~asyncdataflow._runtime.StepRunner` instead of the inline call.
+through a :class:`~asyncdataflow._step_runner.StepRunner` instead of the inline call.
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ import inspect
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from . import _runtime as rt
+from ._calls import call_sync
 from ._compiler import Block, Fn
+from ._gather import gather_branches
+from ._hooks import Hooks
+from ._merging import check_result, merge, merge_branches
+from ._notes import note
+from ._routing import report_skipped, routing_error
+from ._step_runner import StepRunner
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -27,7 +33,7 @@ class _Gen:
         self,
         flow: DataFlow,
         visibility: str,
-        hooks: rt.Hooks,
+        hooks: Hooks,
         executor: Executor | None,
     ) -> None:
         self.flow = flow
@@ -40,14 +46,14 @@ class _Gen:
             "_loop": asyncio.get_running_loop,
             "_cc": contextvars.copy_context,
             "_partial": functools.partial,
-            "_check": rt.check_result,
-            "_note": rt.note,
-            "_sync": rt.call_sync,
-            "_merge": rt.merge,
-            "_mergeb": rt.merge_branches,
-            "_gather": rt.gather_branches,
-            "_routing": rt.routing_error,
-            "_skipped": rt.report_skipped,
+            "_check": check_result,
+            "_note": note,
+            "_sync": call_sync,
+            "_merge": merge,
+            "_mergeb": merge_branches,
+            "_gather": gather_branches,
+            "_routing": routing_error,
+            "_skipped": report_skipped,
             "EXEC": executor,
             "FLOW": flow,
             "FLOWNAME": flow.name,
@@ -91,7 +97,7 @@ class _Gen:
         required arguments are already in locals ``a_<name>`` (see :meth:`seq`)."""
         info = fn.info
         if self.instrumented(fn):
-            runner = self.const("R", rt.StepRunner(self.flow, fn, self.hooks, self.executor))
+            runner = self.const("R", StepRunner(self.flow, fn, self.hooks, self.executor))
             return [f"r = await {runner}(d, run)"]
         f = self.const("F", info.func)
         s = self.const("S", info)
@@ -225,7 +231,7 @@ def generate(
     flow: DataFlow,
     root: Block,
     visibility: str,
-    hooks: rt.Hooks,
+    hooks: Hooks,
     executor: Executor | None,
 ) -> Any:
     """The coroutine function ``entry(data, run, init)`` that runs the whole flow."""

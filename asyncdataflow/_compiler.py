@@ -29,6 +29,9 @@ _BAD_KINDS = {
     inspect.Parameter.POSITIONAL_ONLY: "positional-only parameters",
 }
 MAPPED_ATTR = "__asyncdataflow_wrapped__"
+#: how deeply blocks may nest (each level is a coroutine awaiting the next at run time);
+#: far beyond any real flow, and far from Python's recursion limit
+MAX_DEPTH = 100
 
 
 @dataclass(eq=False, slots=True)
@@ -169,6 +172,12 @@ class Compiler:
         return self._block(definition, "definition", concurrent=False)
 
     def _block(self, items: tuple[Any, ...], path: str, concurrent: bool) -> Block:
+        if path.count("[") > MAX_DEPTH:
+            raise DataFlowDefinitionError(
+                f"{path[:60]}...: blocks nest more than {MAX_DEPTH} levels deep; flatten the "
+                f"definition (a tuple holding only one tuple adds a level and nothing else), "
+                f"or split it into flows that call each other"
+            )
         if not items:
             raise DataFlowEmptyError(
                 f"{path}: empty tuple; a block needs at least one step (remove it)"

@@ -43,6 +43,18 @@ def _missing_keys(name: str, keys: Sequence[str], value: Any) -> ArgsMapperOutpu
     )
 
 
+def _check_unique(name: str, names: list[str], what: str) -> None:
+    """Two outputs under one flow key would silently keep only the last value."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ArgsMapperError(
+                f"args_mapper({name}): {what} {n!r} twice, so one value would be lost; "
+                f"give each output its own name"
+            )
+        seen.add(n)
+
+
 def args_mapper(
     func: Callable[..., Any],
     input: Mapping[str, str] | None = None,
@@ -122,8 +134,15 @@ def args_mapper(
         ret = [f"return {{{output!r}: _adf_r}}"]
         outputs = (output,)
     elif isinstance(output, Mapping):
+        if not output:
+            raise ArgsMapperError(
+                f"args_mapper({name}): output={{}} names no key, so every result would be "
+                f"{{}}; list the keys to keep, e.g. output={{'rows': 'data'}}, or leave "
+                f"output out to pass the dict on as it is"
+            )
         for v in output.values():
             _check_name(v, "output name")
+        _check_unique(name, list(output.values()), "output={...} maps two keys to")
         ns["_adf_keys"] = list(output)
         pairs = ", ".join(f"{v!r}: _adf_r[{k!r}]" for k, v in output.items())
         ret = [
@@ -134,7 +153,14 @@ def args_mapper(
         ]
         outputs = tuple(output.values())
     elif isinstance(output, (list, tuple)):
+        if not output:
+            raise ArgsMapperError(
+                f"args_mapper({name}): output={output!r} names no key; give at least one "
+                f"name (output=['a', 'b'] zips a returned tuple onto them), or leave output "
+                f"out when the function returns a dict"
+            )
         names = tuple(_check_name(n, "output name") for n in output)
+        _check_unique(name, list(names), "output= lists")
         ns["_adf_names"] = names
         unpack = ", ".join(f"_adf_v{i}" for i in range(len(names))) + (
             "," if len(names) == 1 else ""

@@ -6,16 +6,16 @@ import asyncio
 import inspect
 import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
-from . import _runtime as rt
 from . import plugin_manager as _plugins
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, unwrap_step
+from ._hooks import Hooks, logger
+from ._map import ordered_map
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
 from .options import Retry
@@ -101,7 +101,7 @@ class DataFlow:
     def _build(self) -> None:
         pm = _plugins.plugin_manager_for(self.plugins)
         self._version = _plugins.VERSION
-        self._hooks = rt.Hooks(pm)
+        self._hooks = Hooks(pm)
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
         # equal to the plugin version only while the plan is current and calls no hook
         self._fast = self._version if not (self.infinity_loop or self._hooks.any) else -1
@@ -211,7 +211,7 @@ class DataFlow:
         for state in list(self._loops):
             state.stop()
 
-    async def map(
+    def map(
         self,
         inputs: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
         *,
@@ -221,15 +221,20 @@ class DataFlow:
         """Run the flow once per kwargs mapping, at most ``concurrency`` at a time, and
         yield the results in input order.
 
-        Inputs are pulled lazily: at most ``concurrency`` runs are in flight and at most
-        ``2 * concurrency`` finished results wait for an earlier, slower one. Without
-        ``return_exceptions`` the first failure stops new runs; the results before it (in
-        input order) are still yielded, then its exception is raised and the runs still
-        going are cancelled (a run that ended cancelled counts as failed: its
-        ``CancelledError`` is raised, as ``asyncio.gather`` does). With
-        ``return_exceptions=True`` a failed run yields its exception in its place.
-        Closing the generator (``contextlib.aclosing``, or leaving an ``async for`` over
-        it) cancels and awaits the runs in flight.
+        Inputs are pulled lazily by a task of their own: at most ``concurrency`` runs are
+        in flight and at most ``2 * concurrency`` runs are started and not yet yielded
+        (the finished ones wait for an earlier, slower one). A result is yielded as soon
+        as it and every result before it are done, even while the input iterable is
+        waiting for its next input. Without ``return_exceptions`` the first failure stops
+        new runs; the results before it (in input order) are still yielded, then its
+        exception is raised and the runs still going are cancelled (a run that ended
+        cancelled counts as failed: its ``CancelledError`` is raised, as
+        ``asyncio.gather`` does). With ``return_exceptions=True`` a failed run yields its
+        exception in its place. When the input iterable raises (or gives something that
+        is not a mapping), no new run starts; the runs already started finish and their
+        results are yielded first, then that exception is raised. Closing the generator
+        (``contextlib.aclosing``, or leaving an ``async for`` over it) cancels and awaits
+        the runs in flight.
         """
         if not isinstance(concurrency, int) or concurrency < 1:
             raise DataFlowCallError(f"map(concurrency={concurrency!r}): must be an int >= 1")
@@ -237,70 +242,7 @@ class DataFlow:
             raise DataFlowCallError(
                 f"flow {self.name!r} is an infinity loop; map() needs runs that finish"
             )
-        loop = asyncio.get_running_loop()
-        window = 2 * concurrency
-        pending: deque[asyncio.Task[Result]] = deque()
-        failed = False
-        wakeup: asyncio.Future[None] | None = None
-        index = 0
-        if isinstance(inputs, AsyncIterable):
-            ait = aiter(inputs)
-            it = None
-        else:
-            it = iter(inputs)
-            ait = None
-
-        def done(task: asyncio.Task[Result]) -> None:
-            nonlocal failed
-            if not return_exceptions and (task.cancelled() or task.exception() is not None):
-                failed = True
-            if wakeup is not None and not wakeup.done():
-                wakeup.set_result(None)
-
-        exhausted = False
-        try:
-            while True:
-                while (
-                    not exhausted
-                    and not failed
-                    and len(pending) < window
-                    # counted, not tracked in done callbacks: those run a turn late, and
-                    # two runs ending in one turn would stall the window
-                    and sum(not t.done() for t in pending) < concurrency
-                ):
-                    try:
-                        kw = next(it) if it is not None else await anext(ait)  # type: ignore[arg-type]
-                    except (StopIteration, StopAsyncIteration):
-                        exhausted = True
-                        break
-                    if not isinstance(kw, Mapping):
-                        raise DataFlowCallError(
-                            f"map(): input #{index} is a {type(kw).__name__}, not a mapping "
-                            f"of keyword arguments for flow {self.name!r}"
-                        )
-                    index += 1
-                    task: asyncio.Task[Result] = loop.create_task(self(**kw))  # type: ignore[arg-type]
-                    task.add_done_callback(done)
-                    pending.append(task)
-                if not pending:
-                    return
-                head = pending[0]
-                if head.done():
-                    pending.popleft()
-                    try:
-                        result = head.result()
-                    except BaseException as error:  # a run's CancelledError too
-                        if not return_exceptions:
-                            raise
-                        yield error
-                    else:
-                        yield result
-                    continue
-                wakeup = loop.create_future()
-                await wakeup
-                wakeup = None
-        finally:
-            await rt.cancel_and_wait(pending)
+        return ordered_map(self, inputs, concurrency, return_exceptions)
 
     # -- closing --------------------------------------------------------------------
 
@@ -342,7 +284,7 @@ class DataFlow:
         try:  # the body's exception is the one that matters: do not replace it
             await self.aclose()
         except Exception:
-            rt.logger.exception("asyncdataflow: closing flow %r failed", self.name)
+            logger.exception("asyncdataflow: closing flow %r failed", self.name)
 
     # -- pickling -------------------------------------------------------------------
 

@@ -12,7 +12,20 @@ if TYPE_CHECKING:
     from .options import Retry
 
 _counter = itertools.count(1)
-_prefix = f"{os.getpid():x}-{os.urandom(4).hex()}"
+_prefix = ""
+
+
+def _reseed() -> None:
+    """A new prefix (pid and a random part) and counter: at import, and in every child
+    process forked after it, which would otherwise repeat the parent's ids."""
+    global _counter, _prefix
+    _counter = itertools.count(1)
+    _prefix = f"{os.getpid():x}-{os.urandom(4).hex()}"
+
+
+_reseed()
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reseed)
 
 
 def _new_run_id() -> str:

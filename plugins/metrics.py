@@ -30,6 +30,7 @@ flow object.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
         'pip install "asyncdataflow[metrics]"'
     ) from exc
 
+from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ if TYPE_CHECKING:
     from asyncdataflow.info import RunInfo, StepInfo
 
 __all__ = ["MetricsPlugin"]
+
+#: the namespaces a MetricsPlugin holds on each registry (prometheus refuses a second set
+#: of the same metric names with a bare "Duplicated timeseries" error)
+_TAKEN: weakref.WeakKeyDictionary[CollectorRegistry, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _outcome(error: BaseException | None) -> str:
@@ -79,6 +85,14 @@ class MetricsPlugin:
         self.registry = REGISTRY if registry is None else registry
         self.namespace = namespace
         reg = self.registry
+        taken = _TAKEN.setdefault(reg, set())
+        if namespace in taken:
+            raise DataFlowDefinitionError(
+                f"MetricsPlugin(namespace={namespace!r}): this registry already holds a "
+                f"MetricsPlugin's metrics under that namespace. Create the plugin once and "
+                f"register that one object (register_plugin(plugin), or plugins=[plugin] on "
+                f"every flow), or give the second one another namespace= or registry="
+            )
         hist: dict[str, Any] = {"registry": reg, "namespace": namespace}
         if buckets is not None:
             hist["buckets"] = buckets
@@ -125,6 +139,7 @@ class MetricsPlugin:
             namespace=namespace,
             registry=reg,
         )
+        taken.add(namespace)
 
     def __repr__(self) -> str:
         return f"<MetricsPlugin namespace={self.namespace!r}>"

@@ -136,3 +136,23 @@ def test_bad_output_type_is_refused():
 def test_mapper_errors_share_a_base():
     assert issubclass(ArgsMapperInputKeyError, ArgsMapperError)
     assert issubclass(ArgsMapperOutputKeyError, ArgsMapperError)
+
+
+@pytest.mark.parametrize("output", [(), [], {}])
+def test_output_naming_no_key_is_refused_when_the_mapper_is_built(output: object) -> None:
+    # () and [] used to be a SyntaxError from generated code, {} turned every result into {}
+    with pytest.raises(ArgsMapperError, match="names no key"):
+        args_mapper(foo, output=output)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [["a", "a"], ("a", "b", "a"), {"x": "a", "y": "a"}],
+    ids=["list", "tuple", "two-keys-to-one"],
+)
+def test_output_naming_one_key_twice_is_refused_when_the_mapper_is_built(
+    output: object,
+) -> None:
+    # a duplicate name used to keep only the last value, silently
+    with pytest.raises(ArgsMapperError, match="'a' twice"):
+        args_mapper(foo, output=output)  # type: ignore[arg-type]

@@ -256,3 +256,31 @@ async def test_one_flow_awaited_many_times_at_once_keeps_runs_apart():
     flow = DataFlow((slow, square))
     results = await asyncio.gather(*(flow(x=i) for i in range(200)))
     assert results == [{"z": i * i} for i in range(200)]
+
+
+async def _bump(x):
+    return {"x": x + 1}
+
+
+def _nested(levels: int) -> tuple[object, ...]:
+    definition: tuple[object, ...] = (_bump,)
+    for _ in range(levels):
+        definition = (definition,)
+    return definition
+
+
+async def test_nesting_up_to_the_limit_builds_and_runs() -> None:
+    from asyncdataflow._compiler import MAX_DEPTH
+
+    flow = DataFlow(_nested(MAX_DEPTH))
+    assert await flow(x=1) == {"x": 2}
+
+
+@pytest.mark.parametrize("levels", [101, 400, 3000])
+def test_nesting_deeper_than_the_limit_is_a_definition_error_not_a_recursion_error(
+    levels: int,
+) -> None:
+    # depth 400 of alternating blocks used to raise a bare RecursionError
+    with pytest.raises(DataFlowDefinitionError, match="nest more than 100 levels") as info:
+        DataFlow(_nested(levels))
+    assert str(info.value).startswith("definition[0][0]")

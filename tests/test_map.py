@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 
@@ -118,3 +119,143 @@ async def test_many_inputs_never_mean_many_tasks_at_once():
     assert n == 5000
     assert peak_tasks <= 1 + 2 * 10
     gc.collect()
+
+
+# -- a finished result is never held back by the input iterable ----------------------
+
+
+async def test_a_result_is_yielded_while_the_input_iterable_waits_for_its_next_input():
+    events: list[str] = []
+    next_input = asyncio.Event()
+
+    async def inputs():
+        yield {"i": 0}
+        events.append("waiting for input 1")
+        await next_input.wait()
+        events.append("input 1")
+        yield {"i": 1}
+
+    async def work(i):
+        return {"out": i}
+
+    agen = DataFlow((work,)).map(inputs(), concurrency=4)
+    first = asyncio.ensure_future(anext(agen))
+    done, _ = await asyncio.wait({first}, timeout=30)  # a hang guard, not a synchronisation
+    next_input.set()
+    assert done, "result 0 was held until input 1 arrived"
+    events.append("result 0")
+    assert await first == {"out": 0}
+    assert [r async for r in agen] == [{"out": 1}]
+    assert events == ["waiting for input 1", "result 0", "input 1"]
+
+
+@pytest.mark.parametrize("return_exceptions", [False, True])
+async def test_when_the_input_iterable_raises_the_results_before_it_come_first(
+    return_exceptions,
+):
+    release = asyncio.Event()
+    started = 0
+
+    async def inputs():
+        for i in range(5):
+            yield {"i": i}
+        raise OSError("input source broke")
+
+    async def work(i):
+        nonlocal started
+        started += 1
+        if i >= 3:  # still running when the input iterable raises
+            await release.wait()
+        return {"out": i}
+
+    got = []
+    agen = DataFlow((work,)).map(inputs(), concurrency=10, return_exceptions=return_exceptions)
+    with pytest.raises(OSError, match="input source broke"):
+        async for r in agen:
+            got.append(r)
+            if r["out"] == 2:
+                release.set()
+    assert got == [{"out": i} for i in range(5)]
+    assert started == 5
+
+
+async def test_a_sync_input_iterable_that_raises_yields_the_earlier_results_first():
+    def inputs():
+        yield {"i": 0}
+        yield {"i": 1}
+        raise LookupError("no more")
+
+    got = []
+    with pytest.raises(LookupError, match="no more"):
+        async for r in DataFlow((Tracker(),)).map(inputs(), concurrency=1):
+            got.append(r)
+    assert got == [{"out": 0}, {"out": 1}]
+
+
+async def test_an_input_that_is_not_a_mapping_comes_after_the_results_before_it():
+    got = []
+    with pytest.raises(DataFlowCallError, match="input #2 is a int"):
+        async for r in DataFlow((Tracker(),)).map([{"i": 0}, {"i": 1}, 7], concurrency=2):
+            got.append(r)
+    assert got == [{"out": 0}, {"out": 1}]
+
+
+async def test_an_earlier_failed_run_is_raised_before_the_input_iterables_error():
+    def inputs():
+        yield {"i": "fail"}
+        raise LookupError("no more")
+
+    with pytest.raises(ValueError, match="failed input"):
+        await collect(DataFlow((Tracker(),)).map(inputs(), concurrency=2))
+
+
+async def test_runs_are_admitted_while_the_caller_holds_a_result_up_to_the_window():
+    started: list[int] = []
+    four_started = asyncio.Event()
+
+    async def work(i):
+        started.append(i)
+        if len(started) == 4:
+            four_started.set()
+        return {"out": i}
+
+    agen = DataFlow((work,)).map(({"i": i} for i in range(100)), concurrency=2)
+    async with contextlib.aclosing(agen):
+        assert await anext(agen) == {"out": 0}
+        # the caller holds result 0; the feeder fills the window meanwhile, and no more
+        await four_started.wait()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert started == [0, 1, 2, 3, 4]  # result 0 taken: 4 started and not yet yielded
+        assert [r["out"] async for r in agen] == list(range(1, 100))
+
+
+async def test_a_large_concurrency_keeps_every_input_in_order():
+    flow = DataFlow((Tracker(),))
+    out = await collect(flow.map(({"i": i} for i in range(3000)), concurrency=1000))
+    assert out == [{"out": i} for i in range(3000)]
+
+
+async def test_cancelling_the_consumer_cancels_the_feeder_and_the_runs():
+    waiting = asyncio.Event()
+
+    async def inputs():
+        yield {"i": 0}
+        waiting.set()
+        await asyncio.Event().wait()
+        yield {"i": 1}  # pragma: no cover
+
+    async def work(i):
+        await asyncio.Event().wait()
+
+    async def consume():
+        async with contextlib.aclosing(DataFlow((work,)).map(inputs(), concurrency=2)) as rs:
+            async for _ in rs:
+                pass
+
+    task = asyncio.ensure_future(consume())
+    await waiting.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(asyncio.all_tasks()) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asyncdataflow import DataFlow, hookimpl, register_plugin, step, unregister_plugin
-from asyncdataflow._runtime import Hooks
+from asyncdataflow._hooks import Hooks
 
 
 async def a(x):

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from asyncdataflow import DataFlow, Retry, step
-from asyncdataflow._runtime import _LIMITS, _ThreadSlot
+from asyncdataflow._limits import _LIMITS, ThreadSlot
 
 # -- helpers ----------------------------------------------------------------------------
 
 
 class RecordingPool(ThreadPoolExecutor):
-    """A thread pool (so the step takes the _ThreadSlot path) that remembers the last
+    """A thread pool (so the step takes the ThreadSlot path) that remembers the last
     future it handed out."""
 
     last: Future[Any] | None = None
@@ -355,7 +355,7 @@ async def test_thread_slot_abandoned_before_the_worker_starts_never_calls_the_fu
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(1)
     await sem.acquire()
-    slot = _ThreadSlot(loop, sem)
+    slot = ThreadSlot(loop, sem)
     calls = []
     slot.leave()  # the await gave up while the call was still queued
     assert sem._value == 1
@@ -370,7 +370,7 @@ async def test_thread_slot_released_by_the_worker_once_when_the_call_ran():
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(1)
     await sem.acquire()
-    slot = _ThreadSlot(loop, sem)
+    slot = ThreadSlot(loop, sem)
     assert await loop.run_in_executor(None, lambda: slot.run(lambda **kw: kw, a=1)) == {"a": 1}
     slot.leave()  # too late: the worker owns the release (queued before the result)
     for _ in range(3):
