@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import pickle
 import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 try:
+    import cloudpickle  # type: ignore[import-untyped]
     import distributed
-    from distributed.protocol import pickle as _dask_pickle
 except ImportError as error:  # pragma: no cover - the extra is installed in tests
     raise ImportError(
         'asyncdataflow.dask needs distributed: pip install "asyncdataflow[dask]"'
@@ -28,9 +29,10 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
 from .exceptions import DataFlowCallError, DataFlowNotPicklableError, DataFlowRunError
 from .flow import DataFlow
 
-# what Dask itself pickles tasks with: pickle, else cloudpickle (lambdas, closures)
-_dumps: Callable[[Any], bytes] = _dask_pickle.dumps
-_loads: Callable[[bytes], Any] = _dask_pickle.loads
+# what Dask pickles tasks with: cloudpickle pickles what pickle does (importable functions
+# by reference) and lambdas, closures and __main__'s functions by value
+_dumps: Callable[[Any], bytes] = cloudpickle.dumps
+_loads: Callable[[bytes], Any] = pickle.loads
 
 __all__ = ["map"]
 
@@ -118,7 +120,7 @@ def _check_int(name: str, value: object, least: int) -> None:
 
 
 def dumps_flow(flow: DataFlow) -> bytes:
-    """``flow`` pickled as Dask pickles tasks (pickle, else cloudpickle), or
+    """``flow`` pickled as Dask pickles tasks (with cloudpickle), or
     :class:`DataFlowNotPicklableError` naming what cannot be sent."""
     try:
         return _dumps(flow)
@@ -176,21 +178,25 @@ def _name(item: Any) -> str:
 
 async def run_chunk(
     payload: bytes,
-    chunk: list[dict[str, Any]],
+    chunk: bytes,
     first: int,
     concurrency: int,
     return_exceptions: bool,
-) -> list[Result | BaseException]:
+) -> bytes:
     """The Dask task of one chunk (a coroutine function: the worker awaits it on its
-    event loop). Builds the flow from ``payload``, maps it over ``chunk`` and closes it.
-    Returns the results in order; a failed run's exception stands in its place (without
-    ``return_exceptions`` it is the last item: the runs after it were not started or
-    were cancelled). ``first`` is the index of the chunk's first input in the map."""
+    event loop). Builds the flow from ``payload``, maps it over the pickled list of
+    inputs ``chunk`` and closes it. Returns the pickled list of results in order; a
+    failed run's exception stands in its place (without ``return_exceptions`` it is the
+    last item: the runs after it were not started or were cancelled). ``first`` is the
+    index of the chunk's first input in the map.
+
+    Inputs and results travel as one pickle each: Dask serializes a list item by item,
+    which costs more than the runs of a chunk of trivial steps."""
     flow: DataFlow = _loads(payload)
     results: list[Result | BaseException] = []
     try:
         # an exception or a cancellation inside the generator ends (closes) it
-        runs = flow.map(chunk, concurrency=concurrency, return_exceptions=return_exceptions)
+        runs = flow.map(_loads(chunk), concurrency=concurrency, return_exceptions=return_exceptions)
         async for item in runs:
             results.append(item)
     except (KeyboardInterrupt, SystemExit):
@@ -203,10 +209,15 @@ async def run_chunk(
     finally:
         await flow.aclose()  # a failure here fails the chunk (and Dask's retries apply)
     address = _worker_address()
-    return [
-        _sendable(item, first + i, address) if isinstance(item, BaseException) else item
-        for i, item in enumerate(results)
-    ]
+    for i, item in enumerate(results):
+        if isinstance(item, BaseException):
+            item.add_note(
+                f"asyncdataflow.dask: raised on worker {address} by the run of input #{first + i}"
+            )
+    try:
+        return _dumps(results)
+    except Exception:
+        return _dumps([_sendable(item, first + i, address) for i, item in enumerate(results)])
 
 
 def _worker_address() -> str:
@@ -216,22 +227,22 @@ def _worker_address() -> str:
         return "<no worker>"
 
 
-def _sendable(error: BaseException, index: int, address: str) -> BaseException:
-    """``error`` with a note saying where it was raised, or, if it cannot be pickled, a
-    :class:`DataFlowRunError` that says what it was."""
-    error.add_note(f"asyncdataflow.dask: raised on worker {address} by the run of input #{index}")
+def _sendable(item: Any, index: int, address: str) -> Any:
+    """``item`` if it can be pickled, else a :class:`DataFlowRunError` that says what it
+    was (a result or an exception) and why it cannot come back."""
     try:
-        _dumps(error)
+        _dumps(item)
     except Exception as pickling:
+        what = "exception" if isinstance(item, BaseException) else "result"
         stand_in = DataFlowRunError(
-            f"{type(error).__module__}.{type(error).__qualname__}: {error} (raised on worker "
-            f"{address} by the run of input #{index}; it cannot be pickled to come back: "
-            f"{type(pickling).__name__}: {pickling})"
+            f"the {what} of the run of input #{index} on worker {address} cannot be pickled "
+            f"to come back ({type(pickling).__name__}: {pickling}): "
+            f"{type(item).__module__}.{type(item).__qualname__}: {item}"
         )
-        for note in getattr(error, "__notes__", ()):
+        for note in getattr(item, "__notes__", ()):
             stand_in.add_note(note)
         return stand_in
-    return error
+    return item
 
 
 # -- on the client ----------------------------------------------------------------
@@ -266,7 +277,7 @@ async def _map(
         ait = aiter(inputs)
     else:
         it = iter(inputs)
-    prefix = f"asyncdataflow.map-{uuid.uuid4().hex}"
+    prefix = f"asyncdataflow.map-{name}-{uuid.uuid4().hex}"
     numbers = itertools.count()
     pending: deque[distributed.Future[Any]] = deque()
     index = 0
@@ -288,10 +299,17 @@ async def _map(
                         )
                     chunk.append(dict(kw))
                 if chunk:
+                    try:
+                        packed = _dumps(chunk)
+                    except Exception as error:
+                        raise DataFlowCallError(
+                            f"map(): inputs #{index} to #{index + len(chunk) - 1} cannot be "
+                            f"pickled to go to the workers ({type(error).__name__}: {error})"
+                        ) from error
                     future = client.submit(
                         run_chunk,
                         payload,
-                        chunk,
+                        packed,
                         index,
                         concurrency,
                         return_exceptions,
@@ -302,7 +320,7 @@ async def _map(
                     index += len(chunk)
             if not pending:
                 return
-            results = await _ask(client, pending[0].result)
+            results = _loads(await _ask(client, pending[0].result))
             for item in results:
                 if not return_exceptions and isinstance(item, BaseException):
                     raise item

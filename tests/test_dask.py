@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,6 +98,21 @@ def worker_state() -> dict[str, Any]:
     return {"pid": os.getpid(), "open_sessions": len(sessions), "warnings": WORKER_WARNINGS}
 
 
+def tasks_of(name: str, dask_scheduler: Any) -> list[str]:
+    """Run on the scheduler: the keys it holds of the maps of the flow named ``name``."""
+    return [str(k) for k in dask_scheduler.tasks if f"asyncdataflow.map-{name}-" in str(k)]
+
+
+async def until_forgotten(client: Any, name: str, timeout: float = 30.0) -> list[str]:
+    """Wait until the scheduler holds no task of the maps of ``name`` (a cancel is a
+    message the scheduler handles a moment later), or ``timeout`` passes; what it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (held := await client.run_on_scheduler(tasks_of, name)) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    return held
+
+
 class HoldsALock:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -119,7 +139,7 @@ def cluster() -> Iterator[Any]:
         n_workers=WORKER_PROCESSES,
         threads_per_worker=2,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         worker_dashboard_address=None,
     ) as cluster:
         with distributed.Client(cluster) as client:
@@ -268,21 +288,21 @@ async def test_the_first_failure_is_raised_after_the_results_before_it(client: A
     flow = DataFlow((fail_at,), name="fails-at-137")
     inputs = ({"x": i, "bad": 137} for i in range(1000))
     got: list[Any] = []
+    held_while_running: list[str] = []
     with pytest.raises(KeyError, match="input 137 is bad") as caught:
         async for r in asyncdataflow.dask.map(
             flow, inputs, client=client, concurrency=4, chunk_size=50, max_pending=4
         ):
+            if not got:
+                held_while_running = await client.run_on_scheduler(tasks_of, "fails-at-137")
             got.append(r)
     assert got == [{"y": i} for i in range(137)]
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "raised on worker tcp://" in notes
     assert "input #137" in notes
-
     # the chunks still pending were cancelled: the scheduler holds none of this map's tasks
-    def tasks_of_the_map(dask_scheduler: Any) -> list[str]:
-        return [str(k) for k in dask_scheduler.tasks if "fails-at-137" in str(k)]
-
-    assert await client.run_on_scheduler(tasks_of_the_map) == []
+    assert len(held_while_running) == 4
+    assert await until_forgotten(client, "fails-at-137") == []
 
 
 async def test_return_exceptions_yields_each_failure_in_its_place(client: Any) -> None:
@@ -380,13 +400,10 @@ async def test_closing_the_iterator_early_cancels_the_pending_chunks(client: Any
         flow, ({"x": i} for i in range(10_000)), client=client, concurrency=2, chunk_size=5
     )
     got = [await anext(runs) for _ in range(12)]
+    assert await client.run_on_scheduler(tasks_of, "closed-early")
     await runs.aclose()  # type: ignore[attr-defined]
     assert got == [{"y": i * i} for i in range(12)]
-
-    def tasks_of_the_map(dask_scheduler: Any) -> list[str]:
-        return [str(k) for k in dask_scheduler.tasks if "closed-early" in str(k)]
-
-    assert await client.run_on_scheduler(tasks_of_the_map) == []
+    assert await until_forgotten(client, "closed-early") == []
 
 
 # --- what can be sent --------------------------------------------------------------------
@@ -522,3 +539,73 @@ async def test_a_worker_killed_mid_map_the_map_still_completes(
     assert state.kill["pid"] in pids  # a worker process of the cluster was killed
     # the nanny restarts it: wait for the cluster to be whole again for the next tests
     await client.wait_for_workers(WORKER_PROCESSES)
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [env.get("PYTHONPATH")])])
+    return subprocess.run(
+        [sys.executable, "-m", "asyncdataflow", *args],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_cli_map_with_dask_local_2_gives_the_same_outputs(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    rows = [json.dumps({"n": i}) for i in range(500)]
+    rows[10:10] = ["not json", "", "[1, 2]"]
+    source.write_text("\n".join(rows) + "\n")
+    outputs = {}
+    for how, extra in (("local", ()), ("dask", ("--dask", "local:2", "--chunk-size", "40"))):
+        out, errors = tmp_path / f"{how}.out.jsonl", tmp_path / f"{how}.err.jsonl"
+        done = run_cli(
+            "map",
+            "cli_flows:squares",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--errors",
+            str(errors),
+            "--concurrency",
+            "20",
+            *extra,
+        )
+        assert done.returncode == 1, done.stderr  # some inputs fail: exit 1 either way
+        failing = sum(1 for n in range(500) if n % 7 == 3) + 2
+        # stderr is not a terminal: the one summary line, and nothing from Dask
+        assert re.fullmatch(
+            rf"asyncdataflow map: 502 inputs, {502 - failing} ok, {failing} failed in "
+            r"[\d.]+s \([\d.]+/s\)\n",
+            done.stderr,
+        ), done.stderr
+        failures = [json.loads(line) for line in errors.read_text().splitlines()]
+        for failure in failures:
+            failure["error"].pop("notes", None)
+        outputs[how] = (out.read_text(), failures)
+    assert outputs["dask"] == outputs["local"]
+    assert len(outputs["dask"][0].splitlines()) == 500 - sum(1 for n in range(500) if n % 7 == 3)
+
+
+def test_cli_map_refuses_an_unpicklable_flow_before_starting_a_cluster(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"x": 1}\n')
+    done = run_cli("map", "test_dask:unsendable", "--input", str(source), "--dask", "local:2")
+    assert done.returncode == 2
+    assert "cannot be sent to Dask workers" in done.stderr
+    assert "definition[0]" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+unsendable = DataFlow((HoldsALock(),), name="unsendable")

@@ -10,13 +10,16 @@ import os
 import stat
 import sys
 from collections import deque
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .output import error_record, to_json
 from .progress import Progress
 from .target import close_flow, load_flow
+
+if TYPE_CHECKING:
+    from ..flow import DataFlow
 
 __all__ = ["register"]
 
@@ -41,6 +44,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=10,
         metavar="N",
         help="at most N runs at a time (default 10)",
+    )
+    map_.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the map on a Dask cluster: a scheduler address (tcp://host:8786) or "
+        "local:N to start N local worker processes; the flow's module must be importable "
+        "on the workers",
+    )
+    map_.add_argument(
+        "--chunk-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="with --dask: inputs per Dask task (default 100); --concurrency is per chunk",
     )
     map_.add_argument("--output", metavar="FILE.jsonl", help="results (default: stdout)")
     map_.add_argument("--errors", metavar="FILE.jsonl", help="failures (default: stderr)")
@@ -68,10 +85,12 @@ def _open(path: str, mode: str, what: str) -> IO[str]:
 async def _map(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency {args.concurrency}: must be >= 1")
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size {args.chunk_size}: must be >= 1")
     flow = load_flow(args.target)
     if flow.infinity_loop:
         raise UsageError(f"{args.target} is an infinity loop; map needs runs that finish")
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         source = (
             sys.stdin
             if args.input == "-"
@@ -125,10 +144,12 @@ async def _map(args: argparse.Namespace) -> int:
                 assert error is not None
                 failure(number, value, error)
 
+        if args.dask:
+            runs = await _on_dask(flow, inputs(), args, stack)
+        else:
+            runs = flow.map(inputs(), concurrency=args.concurrency, return_exceptions=True)
         progress.draw(force=True)
-        async for outcome in flow.map(
-            inputs(), concurrency=args.concurrency, return_exceptions=True
-        ):
+        async for outcome in runs:
             skip_bad_lines()
             number, value, _ = lines.popleft()
             if isinstance(outcome, BaseException):
@@ -143,3 +164,36 @@ async def _map(args: argparse.Namespace) -> int:
         if not await close_flow(flow):
             return 1
     return 1 if progress.failed else 0
+
+
+async def _on_dask(
+    flow: DataFlow,
+    inputs: Iterator[dict[str, Any]],
+    args: argparse.Namespace,
+    stack: contextlib.AsyncExitStack,
+) -> AsyncIterator[Any]:
+    """``asyncdataflow.dask.map`` over ``inputs`` on the cluster of ``--dask``."""
+    from .cluster import open_client
+
+    # read by distributed when imported, here and in the workers of a local cluster: its
+    # INFO lines would mix into the progress line and the failures on stderr
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    try:
+        from .. import dask
+    except ImportError:
+        raise UsageError('--dask needs distributed: pip install "asyncdataflow[dask]"') from None
+    from ..exceptions import DataFlowNotPicklableError
+
+    try:
+        dask.dumps_flow(flow)  # refused before a cluster is started
+    except DataFlowNotPicklableError as error:
+        raise UsageError(str(error)) from None
+    client = await open_client(args.dask, stack)
+    return dask.map(
+        flow,
+        inputs,
+        client=client,
+        concurrency=args.concurrency,
+        chunk_size=args.chunk_size,
+        return_exceptions=True,
+    )
