@@ -107,9 +107,9 @@ async def main() -> None:
     writer_dicts = mysql.writer(table, url=args.url, batch_size=args.batch_size)
 
     cases: dict[str, tuple[int, Callable[[], Awaitable[Any]]]] = {
-        "writer (tuples)": (args.rows, lambda: writer_tuples(rows=tuple_rows)),
+        "writer (tuples)": (args.rows, lambda: writer_tuples(data=tuple_rows)),
         "hand executemany": (args.rows, lambda: hand_many(tuple_rows)),
-        "writer (dicts)": (args.rows, lambda: writer_dicts(rows=dict_rows)),
+        "writer (dicts)": (args.rows, lambda: writer_dicts(data=dict_rows)),
         "hand executemany (dicts)": (args.rows, hand_many_dicts),
         "hand row by row": (len(few_rows), hand_row_by_row),
     }

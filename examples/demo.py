@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from asyncdataflow import DataFlow, args_mapper
+from asyncdataflow import DataFlow
 from asyncdataflow.plugins import files, http
 
 try:
@@ -123,13 +123,13 @@ def join(users: list[dict], products: list[dict], orders: list[dict]) -> dict:
 def build_flow(base: str, out_dir: str, table: str | None, mysql_url: str) -> DataFlow:
     """The flow: three reads at once, a join, then the writes at once."""
     read = (
-        (args_mapper(http.reader(f"{base}/users"), output={"data": "users"}),),
-        (args_mapper(http.reader(f"{base}/products"), output={"data": "products"}),),
-        (args_mapper(http.reader(f"{base}/orders"), output={"data": "orders"}),),
+        (http.reader(f"{base}/users", key="users"),),
+        (http.reader(f"{base}/products", key="products"),),
+        (http.reader(f"{base}/orders", key="orders"),),
     )
     writes: list[Any] = [files.writer("orders.jsonl", format="jsonl", base_dir=out_dir)]
     if table is not None:
-        writes.append(args_mapper(mysql.writer(table, url=mysql_url), input={"rows": "data"}))
+        writes.append(mysql.writer(table, url=mysql_url))
     write = tuple((w,) for w in writes)
     return DataFlow((read, join, write))
 
@@ -162,7 +162,7 @@ async def mysql_check_and_drop(url: str, table: str) -> str:
     count = mysql.reader(f"SELECT COUNT(*) AS n, SUM(total) AS total FROM {table}", url=url)
     drop = mysql.execute(f"DROP TABLE {table}", url=url)
     try:
-        row = (await count())["rows"][0]
+        row = (await count())["data"][0]
     finally:
         await drop()
         await count.aclose()

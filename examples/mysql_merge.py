@@ -1,4 +1,4 @@
-"""The seed's merge with a real destination: two sources read concurrently, merged, and
+"""The two-source merge with a real destination: two sources read concurrently, merged, and
 written to MySQL/MariaDB by ``mysql.writer``.
 
     python examples/mysql_merge.py
@@ -10,8 +10,8 @@ the table holds, and drops the table.
 
 ``source`` is written once; ``functools.partial`` binds which endpoint each copy reads
 and ``args_mapper(..., output={'data': 'data_a'})`` renames its output so the two
-concurrent outputs do not collide. ``merge`` zips them into rows, and
-``args_mapper(writer, input={'rows': 'data'})`` feeds them to the writer.
+concurrent outputs do not collide. ``merge`` zips them into rows under ``data``, the key
+every writer of the pack takes, so the writer follows it with no mapping.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ async def main() -> None:
 
     source_a = args_mapper(partial(source, endpoint="endpoint_a"), output={"data": "data_a"})
     source_b = args_mapper(partial(source, endpoint="endpoint_b"), output={"data": "data_b"})
-    destination = args_mapper(mysql.writer(table, url=URL), input={"rows": "data"})
+    destination = mysql.writer(table, url=URL)
     read_back = mysql.reader(
         f"SELECT query, pos, a, b FROM {table} WHERE query LIKE %(prefix)s ORDER BY query, pos",
         url=URL,
@@ -81,7 +81,7 @@ async def main() -> None:
             async for result in flow.map(queries, concurrency=3):
                 print(f"{result['query']}: wrote {result['rowcount']} rows")
         print("the table holds:")
-        for row in (await read_back(prefix="query_%"))["rows"]:
+        for row in (await read_back(prefix="query_%"))["data"]:
             print(f"  {row['query']} #{row['pos']}: a={row['a']} b={row['b']}")
     finally:
         await teardown()

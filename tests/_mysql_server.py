@@ -1,11 +1,12 @@
-"""The MySQL/MariaDB server the mysql tests talk to, and fixtures for them.
+"""The MySQL/MariaDB server the mysql tests talk to, and helpers for them.
 
 The server is named by ``ASYNCDATAFLOW_MYSQL_URL`` (default
 ``mysql://root@127.0.0.1:3306/test``). With no server there, the tests that need one are
 skipped with a reason saying how to get one, except under ``CI=true``, where they fail.
 Each test makes uniquely named tables (and users) and drops them afterwards.
 
-Import the fixtures into a test module: ``from _mysql_server import mysql_url, tables``.
+The fixtures ``mysql_url`` and ``tables`` live in ``conftest.py``; test modules import
+only the helpers they call.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -145,17 +145,3 @@ async def until_no_connections(user: str, timeout: float = 5.0) -> list[int]:
     while (ids := connections_of(user)) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     return ids
-
-
-@pytest.fixture
-def mysql_url() -> str:
-    return require_server()
-
-
-@pytest.fixture
-def tables(mysql_url: str) -> Iterator[Tables]:
-    made = Tables(mysql_url)
-    try:
-        yield made
-    finally:
-        made.drop()

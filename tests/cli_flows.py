@@ -98,6 +98,7 @@ class Ticker:
 
 ticker = DataFlow((Ticker(),), name="ticker")
 looping = DataFlow((hello,), infinity_loop=True, interval=0.05, name="looping")
+ticking = DataFlow((Ticker(),), infinity_loop=True, interval=0.01, name="ticking")
 
 # graph: an args_mapper step with declared outputs, a partial and a nested named flow
 inner = DataFlow((hello, echo), name="inner")

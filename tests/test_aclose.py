@@ -65,3 +65,19 @@ async def test_plain_functions_need_no_closing():
         return {}
 
     await DataFlow((f,)).aclose()
+
+
+async def test_aclose_closes_the_object_behind_a_bound_method_step():
+    class Client:
+        closed = 0
+
+        async def fetch(self, x):
+            return {"y": x}
+
+        async def aclose(self):
+            Client.closed += 1
+
+    client = Client()
+    async with DataFlow((client.fetch,)) as flow:
+        await flow(x=1)
+    assert Client.closed == 1

@@ -156,3 +156,19 @@ def test_output_naming_one_key_twice_is_refused_when_the_mapper_is_built(
     # a duplicate name used to keep only the last value, silently
     with pytest.raises(ArgsMapperError, match="'a' twice"):
         args_mapper(foo, output=output)  # type: ignore[arg-type]
+
+
+async def test_args_mapper_wraps_a_function_with_a_parameter_named_func():
+    def apply(func, x):
+        return func(x)
+
+    flow = DataFlow((args_mapper(apply, output="y"),))
+    assert await flow(func=abs, x=-3) == {"y": 3}
+
+
+async def test_args_mapper_list_output_refuses_a_returned_dict():
+    def pair():
+        return {"p": 1, "q": 2}
+
+    with pytest.raises(ArgsMapperError):
+        await DataFlow((args_mapper(pair, output=["a", "b"]),))()

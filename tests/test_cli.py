@@ -292,15 +292,18 @@ def test_run_loop_each_prints_every_iteration_and_sigint_stops(tmp_path: Path) -
 
 
 def test_run_of_an_infinity_loop_flow_is_stopped_by_a_signal(tmp_path: Path) -> None:
-    proc = popen("run", "cli_flows:looping", "name=Lo")
+    marker = tmp_path / "marker"
+    proc = popen("run", "cli_flows:ticking", f"marker={marker}", "nap:=0")
     try:
-        time.sleep(1.0)  # let the interpreter start and the loop turn
+        wait_for(lambda: lines(marker).count("end") >= 1)  # the loop has turned
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert json.loads(out) == {"greeting": "hello Lo!"}
+    finished = lines(marker).count("end")
+    assert json.loads(out) == {"done": finished}
+    assert lines(marker)[-1] == "closed"
 
 
 # -- map ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from asyncdataflow import DataFlow, args_mapper
+from asyncdataflow import DataFlow, args_mapper, step
 from asyncdataflow.exceptions import (
     DataFlowDefinitionError,
     DataFlowEmptyError,
@@ -284,3 +284,22 @@ def test_nesting_deeper_than_the_limit_is_a_definition_error_not_a_recursion_err
     with pytest.raises(DataFlowDefinitionError, match="nest more than 100 levels") as info:
         DataFlow(_nested(levels))
     assert str(info.value).startswith("definition[0][0]")
+
+
+def test_a_nested_infinity_loop_flow_is_refused_at_definition():
+    async def tick(x):
+        return {"x": x}
+
+    inner = DataFlow((tick,), infinity_loop=True)
+    with pytest.raises(DataFlowDefinitionError, match=r"definition\[1\]"):
+        DataFlow((tick, inner))
+
+
+def test_step_options_around_a_nested_flow_get_a_fitting_message():
+    async def tick(x):
+        return {"x": x}
+
+    with pytest.raises(DataFlowDefinitionError) as info:
+        DataFlow((step(DataFlow((tick,)), timeout=1),))
+    assert "DataFlow(a, b)" not in str(info.value)
+    assert "definition[0]" in str(info.value)

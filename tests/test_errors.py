@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -174,3 +175,73 @@ async def test_a_defaultdict_output_does_not_fake_missing_keys():
         return {"z": z}
 
     assert await DataFlow((loose, needs_z))(x=1) == {"y": 1}
+
+
+async def test_a_reraised_exception_object_gets_the_step_note_only_once():
+    shared = ConnectionError("pool is down")
+
+    async def connect(x):
+        raise shared
+
+    flow = DataFlow((connect,))
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            await flow(x=1)
+    assert len(shared.__notes__) == 1
+
+
+async def test_merge_error_names_the_places_of_two_branches_with_the_same_name():
+    async def fetch(url):
+        return {"data": url}
+
+    flow = DataFlow(((functools.partial(fetch, url="a"), functools.partial(fetch, url="b")),))
+    with pytest.raises(DataFlowMergeResultError) as info:
+        await flow()
+    assert "definition[0][0]" in str(info.value) and "definition[0][1]" in str(info.value)
+
+
+async def test_cancelled_error_raised_by_a_branch_propagates_and_cancels_siblings():
+    own = asyncio.CancelledError("raised by the step itself")
+    sibling: list[str] = []
+
+    async def raises(x):
+        await asyncio.sleep(0)
+        raise own
+
+    async def slow(x):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            sibling.append("cancelled")
+            raise
+        return {}
+
+    with pytest.raises(asyncio.CancelledError) as info:
+        await DataFlow(((raises, slow),))(x=1)
+    assert info.value is own
+    assert sibling == ["cancelled"]
+
+
+async def test_a_base_exception_from_a_branch_propagates_unchanged_and_cancels_siblings():
+    class Abort(BaseException):
+        pass
+
+    error = Abort()
+    sibling: list[str] = []
+
+    async def aborts(x):
+        await asyncio.sleep(0)
+        raise error
+
+    async def slow(x):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            sibling.append("cancelled")
+            raise
+        return {}
+
+    with pytest.raises(Abort) as info:
+        await DataFlow(((aborts, slow),))(x=1)
+    assert info.value is error
+    assert sibling == ["cancelled"]

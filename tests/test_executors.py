@@ -241,3 +241,13 @@ async def test_inline_survives_partial_and_args_mapper() -> None:
 
     flow = DataFlow((args_mapper(partial(source, creds="secret"), output="value"),))
     assert await flow(endpoint="e") == {"value": threading.get_ident()}
+
+
+async def test_sync_step_raising_stop_iteration_fails_the_run_instead_of_hanging():
+    def exhausted(x):
+        return next(iter([]))
+
+    with pytest.raises(Exception) as info:
+        await asyncio.wait_for(DataFlow((exhausted,))(x=1), 1)
+    assert not isinstance(info.value, TimeoutError)
+    assert "definition[0]" in info.value.__notes__[0]

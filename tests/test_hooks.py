@@ -18,6 +18,9 @@ import pytest
 
 import asyncdataflow
 from asyncdataflow import DataFlow, Retry, hookimpl, hookspecs, step
+from asyncdataflow.exceptions import (
+    DataFlowFunctionResultError,
+)
 from asyncdataflow.info import RunInfo, StepInfo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -649,3 +652,27 @@ def test_docs_example_runs(index: int, tmp_path: Path, capsys: pytest.CaptureFix
             fixed = [part for part in re.split(r"\S*\.\.\.\S*|[0-9.]+s\b", want) if part]
             for part in fixed:
                 assert part.strip() in line, (part, line)
+
+
+async def test_a_wrong_result_type_is_reported_to_on_step_error():
+    events: list[str] = []
+
+    class Recorder:
+        @hookimpl
+        def before_step_run(self, step):
+            events.append("before")
+
+        @hookimpl
+        def after_step_run(self, step):
+            events.append("after")
+
+        @hookimpl
+        def on_step_error(self, step, error):
+            events.append(type(error).__name__)
+
+    async def returns_a_number():
+        return 5
+
+    with pytest.raises(DataFlowFunctionResultError):
+        await DataFlow((returns_a_number,), plugins=[Recorder()])()
+    assert events == ["before", "DataFlowFunctionResultError"]

@@ -8,7 +8,9 @@ import time
 import pytest
 
 from asyncdataflow import DataFlow
-from asyncdataflow.exceptions import DataFlowDefinitionError
+from asyncdataflow.exceptions import (
+    DataFlowDefinitionError,
+)
 
 
 class Counter:
@@ -157,3 +159,65 @@ async def test_loop_started_after_stop_runs_normally():
 def test_negative_interval_is_refused():
     with pytest.raises(DataFlowDefinitionError, match="interval"):
         DataFlow((Counter(),), infinity_loop=True, interval=-1)
+
+
+async def test_stop_called_by_a_step_returns_that_iterations_result():
+    count = 0
+    flow: DataFlow
+
+    async def tick(x):
+        nonlocal count
+        count += 1
+        if count == 3:
+            flow.stop()
+        return {"n": count}
+
+    flow = DataFlow((tick,), infinity_loop=True)
+    assert await asyncio.wait_for(flow(x=1), 2) == {"n": 3}
+
+
+async def test_stop_reaches_a_loop_called_but_not_yet_started_only():
+    async def tick(x):
+        return {"x": x}
+
+    flow = DataFlow((tick,), infinity_loop=True)
+    early = flow(x=1)  # registered when called
+    flow.stop()
+    late = asyncio.create_task(flow(x=2))
+    assert await asyncio.wait_for(early, 2) == {"x": 1}
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not late.done()  # called after stop(): not affected
+    late.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await late
+
+
+async def test_stop_right_after_create_task_stops_the_loop():
+    async def tick(x):
+        return {"x": x}
+
+    flow = DataFlow((tick,), infinity_loop=True)
+    task = asyncio.create_task(flow(x=1))
+    flow.stop()
+    try:
+        assert await asyncio.wait_for(task, 1) == {"x": 1}
+    finally:
+        task.cancel()
+
+
+async def test_cancelling_a_loop_during_its_interval_stops_at_once():
+    iterations = [0]
+
+    async def tick(x):
+        iterations[0] += 1
+        return {}
+
+    flow = DataFlow((tick,), infinity_loop=True, interval=10)
+    task = asyncio.ensure_future(flow(x=1))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1)
+    assert iterations == [1]
+    assert not flow._loops  # the stopped loop does not linger in stop()'s registry

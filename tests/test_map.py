@@ -10,7 +10,9 @@ import random
 import pytest
 
 from asyncdataflow import DataFlow
-from asyncdataflow.exceptions import DataFlowCallError
+from asyncdataflow.exceptions import (
+    DataFlowCallError,
+)
 
 
 class Tracker:
@@ -119,6 +121,124 @@ async def test_many_inputs_never_mean_many_tasks_at_once():
     assert n == 5000
     assert peak_tasks <= 1 + 2 * 10
     gc.collect()
+
+
+async def test_map_does_not_drop_inputs_when_runs_in_flight_finish_together():
+    release = asyncio.Event()
+    consumer_gate = asyncio.Event()
+    second_waiting = asyncio.Event()
+
+    async def work(x):
+        if x in (1, 2):
+            if x == 2:
+                second_waiting.set()
+            await release.wait()
+            if x == 1:
+                consumer_gate.set()  # wakes the consumer before the runs' done callbacks
+        return {"x": x}
+
+    flow = DataFlow((work,))
+    out = []
+    async with contextlib.aclosing(flow.map([{"x": i} for i in range(4)], concurrency=2)) as rs:
+        async for r in rs:
+            out.append(r["x"])
+            if r["x"] == 0:
+                await second_waiting.wait()  # runs 1 and 2 both wait on `release`
+                release.set()
+                await consumer_gate.wait()
+    assert out == [0, 1, 2, 3]
+
+
+async def test_map_starts_at_most_twice_concurrency_runs_while_the_first_is_slow():
+    head_go = asyncio.Event()
+    started: list[int] = []
+    window_full = asyncio.Event()
+
+    async def work(x):
+        started.append(x)
+        if len(started) == 4:
+            window_full.set()
+        if x == 0:
+            await head_go.wait()
+        return {"x": x}
+
+    flow = DataFlow((work,))
+    agen = flow.map(({"x": i} for i in range(10)), concurrency=2)
+    first = asyncio.ensure_future(anext(agen))
+    await window_full.wait()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert started == [0, 1, 2, 3]  # one running, three finished waiting behind it
+    head_go.set()
+    out = [(await first)["x"]] + [r["x"] async for r in agen]
+    assert out == list(range(10))
+
+
+async def test_leaving_map_early_cancels_and_awaits_the_runs_in_flight():
+    entered = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def work(x):
+        if x == 0:
+            return {"x": x}
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise ValueError("cleanup failed") from None  # must be retrieved, not warned
+        return {"x": x}
+
+    flow = DataFlow((work,))
+    async with contextlib.aclosing(flow.map(({"x": i} for i in range(5)), concurrency=3)) as rs:
+        async for r in rs:
+            assert r == {"x": 0}
+            await entered.wait()
+            break
+    assert sorted(cancelled) == [1, 2]
+    assert len(asyncio.all_tasks()) == 1
+
+
+async def test_map_failure_yields_earlier_results_then_raises_and_cancels_later_runs():
+    fail = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def work(x):
+        if x == 0:
+            await fail.wait()
+            return {"x": 0}
+        if x == 1:
+            raise KeyError("boom")
+        try:
+            fail.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise
+        return {"x": x}
+
+    flow = DataFlow((work,))
+    got = []
+    with pytest.raises(KeyError, match="boom"):
+        async for r in flow.map(({"x": i} for i in range(100)), concurrency=3):
+            got.append(r)
+    assert got == [{"x": 0}]
+    assert cancelled == [2]  # no new run after the failure; the one in flight cancelled
+
+
+async def test_map_return_exceptions_yields_a_cancelled_error_raised_by_a_run():
+    async def maybe_cancelled(x):
+        if x == 1:
+            raise asyncio.CancelledError("the connection was torn down")
+        return {"x": x}
+
+    flow = DataFlow((maybe_cancelled,))
+    out = [
+        r
+        async for r in flow.map([{"x": i} for i in range(3)], concurrency=2, return_exceptions=True)
+    ]
+    assert out[0] == {"x": 0} and out[2] == {"x": 2}
+    assert isinstance(out[1], asyncio.CancelledError)
 
 
 # -- a finished result is never held back by the input iterable ----------------------

@@ -22,19 +22,15 @@ try:
         NOWHERE,
         Tables,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import (  # type: ignore[no-redef]  # noqa: F401
+    from tests._mysql_server import (  # type: ignore[no-redef]
         NOWHERE,
         Tables,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 
@@ -82,7 +78,7 @@ def test_the_reader_takes_the_query_s_named_placeholders_as_parameters():
 
 
 def test_writer_and_execute_signatures():
-    assert list(inspect.signature(mysql.writer("t", url=NOWHERE)).parameters) == ["rows"]
+    assert list(inspect.signature(mysql.writer("t", url=NOWHERE)).parameters) == ["data"]
     step = mysql.execute("DELETE FROM t WHERE id < %(before)s", url=NOWHERE)
     assert list(inspect.signature(step).parameters) == ["before"]
     assert list(inspect.signature(mysql.execute("DROP TABLE t", url=NOWHERE)).parameters) == []
@@ -168,38 +164,38 @@ def test_bad_writer_options_are_refused_when_built(kwargs, match):
 @pytest.mark.parametrize(
     ("rows", "columns", "match"),
     [
-        ([{"id": 1, "a": 2}, {"id": 2, "b": 3}], None, r"rows\[1\] has keys \['b', 'id'\]"),
-        ([{"id": 1}, {"id": 2, "a": 3}], None, r"rows\[1\] has keys"),
-        ([{"id": 1}, (2,)], None, r"rows\[1\] is a tuple"),
+        ([{"id": 1, "a": 2}, {"id": 2, "b": 3}], None, r"data\[1\] has keys \['b', 'id'\]"),
+        ([{"id": 1}, {"id": 2, "a": 3}], None, r"data\[1\] has keys"),
+        ([{"id": 1}, (2,)], None, r"data\[1\] is a tuple"),
         ([(1, 2)], None, "give the column names"),
-        ([(1, 2), (3,)], ["id", "a"], r"rows\[1\] has 1 values"),
-        ([(1, 2), "ab"], ["id", "a"], r"rows\[1\] is a str"),
+        ([(1, 2), (3,)], ["id", "a"], r"data\[1\] has 1 values"),
+        ([(1, 2), "ab"], ["id", "a"], r"data\[1\] is a str"),
         ([{"id": 1}], ["id", "a"], r"lacks column\(s\) \['a'\]"),
         ([{"id": 1, "x`) VALUES (1); DROP TABLE t; --": 2}], None, "not an identifier"),
-        ({"id": 1}, None, "rows must be a list"),
-        ("id", None, "rows must be a list"),
+        ({"id": 1}, None, "data must be a list"),
+        ("id", None, "data must be a list"),
         ([{}], None, "empty dict"),
         # values the driver would store as something else, or send as a SQL list
-        ([{"id": 1, "doc": {"a": 1}}], None, r"rows\[0\] column 'doc' is a dict.*json\.dumps"),
-        ([{"id": 1}, {"id": [2]}], None, r"rows\[1\] column 'id' is a list"),
-        ([(1, bytearray(b"x"))], ["id", "a"], r"rows\[0\] column 'a' is a bytearray.*bytes\("),
+        ([{"id": 1, "doc": {"a": 1}}], None, r"data\[0\] column 'doc' is a dict.*json\.dumps"),
+        ([{"id": 1}, {"id": [2]}], None, r"data\[1\] column 'id' is a list"),
+        ([(1, bytearray(b"x"))], ["id", "a"], r"data\[0\] column 'a' is a bytearray.*bytes\("),
         ([(1, memoryview(b"x"))], ["id", "a"], r"is a memoryview"),
-        ([(1, object())], ["id", "a"], r"rows\[0\] column 'a' is a object"),
+        ([(1, object())], ["id", "a"], r"data\[0\] column 'a' is a object"),
     ],
 )
 async def test_rows_the_writer_cannot_write_are_refused_before_any_io(rows, columns, match):
     # NOWHERE has no server: reaching the network would raise OperationalError instead
     step = mysql.writer("t", url=NOWHERE, columns=columns)
     with pytest.raises(ValueError, match=match) as caught:
-        await step(rows=rows)
+        await step(data=rows)
     assert "mysql.writer(t, mode=insert)" in str(caught.value)
     assert step._pools == {}
 
 
 async def test_no_rows_is_no_io():
     step = mysql.writer("t", url=NOWHERE)
-    assert await step(rows=[]) == {"rowcount": 0}
-    assert await step(rows=iter([])) == {"rowcount": 0}
+    assert await step(data=[]) == {"rowcount": 0}
+    assert await step(data=iter([])) == {"rowcount": 0}
     assert step._pools == {}
 
 
@@ -275,9 +271,9 @@ async def test_values_of_every_kind_round_trip(tables: Tables):
         f"SELECT * FROM `{table}` WHERE id >= %(first)s ORDER BY id", url=tables.url
     )
     try:
-        assert await write(rows=TYPED_ROWS) == {"rowcount": 3}
-        assert await read(first=1) == {"rows": TYPED_ROWS}
-        got = (await read(first=3))["rows"][0]
+        assert await write(data=TYPED_ROWS) == {"rowcount": 3}
+        assert await read(first=1) == {"data": TYPED_ROWS}
+        got = (await read(first=3))["data"][0]
         assert {k: type(v) for k, v in got.items()} == {
             k: type(v) for k, v in TYPED_ROWS[2].items()
         }
@@ -296,9 +292,9 @@ async def test_bytes_round_trip_as_row_values_and_as_query_parameters(tables: Ta
         f"UPDATE `{table}` SET raw = %(new)s WHERE raw = %(old)s", url=tables.url
     )
     try:
-        await write(rows=list(enumerate(blobs)))
+        await write(data=list(enumerate(blobs)))
         for i, blob in enumerate(blobs):
-            assert await find(raw=blob) == {"rows": [{"id": i, "raw": blob}]}
+            assert await find(raw=blob) == {"data": [{"id": i, "raw": blob}]}
         assert await update(old=blobs[1], new=b"\xff\xfe") == {"rowcount": 1}
         assert sql(f"SELECT raw FROM `{table}` WHERE id = 1") == [(b"\xff\xfe",)]
     finally:
@@ -310,9 +306,9 @@ async def test_insert_adds_rows_and_a_duplicate_raises_integrity_error(tables: T
     table = tables.create("id INT PRIMARY KEY, v VARCHAR(20)")
     step = mysql.writer(table, url=tables.url)
     try:
-        assert await step(rows=[{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]) == {"rowcount": 2}
+        assert await step(data=[{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]) == {"rowcount": 2}
         with pytest.raises(pymysql.err.IntegrityError) as caught:
-            await step(rows=[{"id": 3, "v": "c"}, {"id": 1, "v": "again"}])
+            await step(data=[{"id": 3, "v": "c"}, {"id": 1, "v": "again"}])
         assert caught.value.args[0] == 1062
         assert sql(f"SELECT id, v FROM `{table}` ORDER BY id") == [(1, "a"), (2, "b")]
     finally:
@@ -327,7 +323,7 @@ async def test_ignore_skips_rows_whose_key_exists(tables: Tables):
         # the server warns about every skipped row; the step does not turn that into
         # Python warnings (pytest runs with warnings as errors)
         result = await step(
-            rows=[{"id": 2, "v": "new"}, {"id": 3, "v": "new"}, {"id": 3, "v": "dup"}]
+            data=[{"id": 2, "v": "new"}, {"id": 3, "v": "new"}, {"id": 3, "v": "dup"}]
         )
         assert result == {"rowcount": 1}
         assert sql(f"SELECT id, v FROM `{table}` ORDER BY id") == [
@@ -345,7 +341,7 @@ async def test_upsert_updates_existing_rows_and_inserts_new_ones(tables: Tables)
     step = mysql.writer(table, url=tables.url, mode="upsert")
     try:
         result = await step(
-            rows=[
+            data=[
                 {"id": 2, "v": "new", "n": 20},
                 {"id": 3, "v": "same", "n": 3},
                 {"id": 4, "v": "new", "n": 40},
@@ -361,7 +357,7 @@ async def test_upsert_updates_existing_rows_and_inserts_new_ones(tables: Tables)
         ]
         # rows given as tuples, fewer columns: only those are updated
         tuples = mysql.writer(table, url=tables.url, mode="upsert", columns=["n", "id"])
-        await tuples(rows=[(200, 2), (500, 5)])
+        await tuples(data=[(200, 2), (500, 5)])
         await tuples.aclose()
         assert sql(f"SELECT id, v, n FROM `{table}` ORDER BY id") == [
             (1, "old", 1),
@@ -384,7 +380,7 @@ async def test_upsert_on_a_unique_key_leaves_the_primary_key_alone(tables: Table
     try:
         # id, code and shop belong to keys: only price is updated, id 7 is kept
         await step(
-            rows=[
+            data=[
                 {"id": 99, "code": "A", "shop": 1, "price": 11},
                 {"id": 100, "code": "A", "shop": 2, "price": 12},
             ]
@@ -395,7 +391,7 @@ async def test_upsert_on_a_unique_key_leaves_the_primary_key_alone(tables: Table
         ]
         # only key columns given: an existing row is kept as it is
         keys_only = mysql.writer(table, url=tables.url, mode="upsert")
-        assert await keys_only(rows=[{"code": "A", "shop": 1}]) == {"rowcount": 0}
+        assert await keys_only(data=[{"code": "A", "shop": 1}]) == {"rowcount": 0}
         await keys_only.aclose()
         assert sql(f"SELECT COUNT(*) FROM `{table}`") == [(2,)]
     finally:
@@ -408,7 +404,7 @@ async def test_replace_deletes_the_old_row_and_inserts_the_new_one(tables: Table
     step = mysql.writer(table, url=tables.url, mode="replace", columns=["id", "v"])
     try:
         # REPLACE counts the deleted row and the inserted one
-        assert await step(rows=[(2, "new"), (3, "new")]) == {"rowcount": 3}
+        assert await step(data=[(2, "new"), (3, "new")]) == {"rowcount": 3}
         assert sql(f"SELECT id, v, n FROM `{table}` ORDER BY id") == [
             (1, "old", 1),
             (2, "new", 5),
@@ -434,7 +430,7 @@ async def test_ten_thousand_rows_go_as_ten_multi_row_statements(tables: Tables, 
     rows = [{"id": i, "name": f"item {i}", "qty": i % 7, "price": i / 4} for i in range(10_000)]
     try:
         before = await session_counter(pool, counter)
-        assert await step(rows=rows) == {"rowcount": 10_000}
+        assert await step(data=rows) == {"rowcount": 10_000}
         assert await session_counter(pool, counter) - before == 10
         assert sql(f"SELECT COUNT(*), SUM(id), SUM(qty) FROM `{table}`") == [
             (10_000, sum(range(10_000)), sum(i % 7 for i in range(10_000)))
@@ -457,12 +453,12 @@ async def test_a_duplicate_in_the_third_batch_leaves_the_table_exactly_as_before
     try:
         before_inserts = await session_counter(pool, "Com_insert")
         with pytest.raises(pymysql.err.IntegrityError, match="Duplicate entry '17'"):
-            await step(rows=rows)
+            await step(data=rows)
         assert await session_counter(pool, "Com_insert") - before_inserts == 3
         assert sql(f"SELECT id, v FROM `{table}` ORDER BY id") == before
         # the connection was rolled back and is fine: the next call works on it
         rows[2500] = {"id": 2500, "v": "new"}
-        assert await step(rows=rows) == {"rowcount": 5000}
+        assert await step(data=rows) == {"rowcount": 5000}
         assert sql(f"SELECT COUNT(*) FROM `{table}`") == [(5002,)]
     finally:
         pool.close()
@@ -487,10 +483,10 @@ async def test_values_are_sent_as_parameters_and_stored_verbatim(tables: Tables)
     find = mysql.reader(f"SELECT id FROM `{table}` WHERE v = %(v)s", url=tables.url)
     delete = mysql.execute(f"DELETE FROM `{table}` WHERE v = %(v)s", url=tables.url)
     try:
-        await write(rows=[{"id": i, "v": v} for i, v in enumerate(INJECTIONS)])
+        await write(data=[{"id": i, "v": v} for i, v in enumerate(INJECTIONS)])
         assert sql(f"SELECT v FROM `{table}` ORDER BY id") == [(v,) for v in INJECTIONS]
-        assert await find(v="' OR '1'='1") == {"rows": [{"id": 4}]}
-        assert await find(v="x' OR '1'='1") == {"rows": []}
+        assert await find(v="' OR '1'='1") == {"data": [{"id": 4}]}
+        assert await find(v="x' OR '1'='1") == {"data": []}
         assert await delete(v="x' OR '1'='1") == {"rowcount": 0}
         assert await delete(v=INJECTIONS[0]) == {"rowcount": 1}
         assert sql(f"SELECT COUNT(*) FROM `{table}`") == [(len(INJECTIONS) - 1,)]
@@ -508,7 +504,7 @@ async def test_injection_through_names_is_refused_and_the_table_survives(tables:
     step = mysql.writer(table, url=tables.url)
     try:
         with pytest.raises(ValueError, match="not an identifier"):
-            await step(rows=[{"id": 1, f"v`) VALUES (1, 'x'); DROP TABLE `{table}`; --": "x"}])
+            await step(data=[{"id": 1, f"v`) VALUES (1, 'x'); DROP TABLE `{table}`; --": "x"}])
         assert step._pools == {}  # refused before a connection was taken
     finally:
         await step.aclose()
@@ -545,9 +541,9 @@ async def test_a_query_without_placeholders_is_sent_as_written(tables: Tables):
     )
     as_written = mysql.reader("SELECT '100%%' AS pct", url=tables.url)
     try:
-        assert await step() == {"rows": [{"id": 1}, {"id": 2}]}
-        assert await escaped(p="a\\%b") == {"rows": [{"id": 1, "pct": "100%"}]}
-        assert await as_written() == {"rows": [{"pct": "100%%"}]}
+        assert await step() == {"data": [{"id": 1}, {"id": 2}]}
+        assert await escaped(p="a\\%b") == {"data": [{"id": 1, "pct": "100%"}]}
+        assert await as_written() == {"data": [{"pct": "100%%"}]}
     finally:
         await step.aclose()
         await escaped.aclose()
@@ -558,10 +554,10 @@ async def test_the_step_s_own_pool_has_autocommit_off_and_reads_see_new_commits(
     table = tables.create("id INT PRIMARY KEY")
     read = mysql.reader(f"SELECT @@autocommit AS ac, COUNT(*) AS n FROM `{table}`", url=tables.url)
     try:
-        assert await read() == {"rows": [{"ac": 0, "n": 0}]}
+        assert await read() == {"data": [{"ac": 0, "n": 0}]}
         sql(f"INSERT INTO `{table}` VALUES (1)")
         # each read ends its transaction, so the next one sees what others committed
-        assert await read() == {"rows": [{"ac": 0, "n": 1}]}
+        assert await read() == {"data": [{"ac": 0, "n": 1}]}
     finally:
         await read.aclose()
 
@@ -571,7 +567,7 @@ async def test_many_concurrent_first_calls_make_one_pool(tables: Tables):
     step = mysql.reader("SELECT SLEEP(0.05) AS s, %(i)s AS i", url=url + "?maxsize=5")
     try:
         results = await asyncio.gather(*(step(i=i) for i in range(200)))
-        assert [r["rows"] for r in results] == [[{"s": 0, "i": i}] for i in range(200)]
+        assert [r["data"] for r in results] == [[{"s": 0, "i": i}] for i in range(200)]
         assert len(step._pools) == 1
         assert 1 <= len(connections_of(user)) <= 5
     finally:
@@ -586,10 +582,10 @@ async def test_a_user_pool_is_used_and_never_closed(tables: Tables):
     try:
         async with pool.acquire() as conn:
             own = conn.thread_id()
-        assert await step() == {"rows": [{"id": own}]}
+        assert await step() == {"data": [{"id": own}]}
         await step.aclose()
         assert not pool.closed
-        assert await step() == {"rows": [{"id": own}]}
+        assert await step() == {"data": [{"id": own}]}
     finally:
         pool.close()
         await pool.wait_closed()
@@ -597,10 +593,10 @@ async def test_a_user_pool_is_used_and_never_closed(tables: Tables):
 
 async def test_after_aclose_the_step_opens_a_new_pool(tables: Tables):
     step = mysql.reader("SELECT CONNECTION_ID() AS id", url=tables.url)
-    first = (await step())["rows"][0]["id"]
+    first = (await step())["data"][0]["id"]
     await step.aclose()
     assert step._pools == {}
-    second = (await step())["rows"][0]["id"]
+    second = (await step())["data"][0]["id"]
     await step.aclose()
     assert second != first
 
@@ -610,7 +606,7 @@ def test_a_step_used_in_two_event_loops_has_a_pool_in_each(tables: Tables):
 
     async def use() -> int:
         try:
-            return int((await step())["rows"][0]["id"])
+            return int((await step())["data"][0]["id"])
         finally:
             await step.aclose()
 
@@ -638,7 +634,7 @@ async def test_a_reader_commits_so_insert_returning_works(tables: Tables):
     table = tables.create("id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20)")
     step = mysql.reader(f"INSERT INTO `{table}` (v) VALUES (%(v)s) RETURNING id, v", url=tables.url)
     try:
-        assert await step(v="x") == {"rows": [{"id": 1, "v": "x"}]}
+        assert await step(v="x") == {"data": [{"id": 1, "v": "x"}]}
         assert sql(f"SELECT id, v FROM `{table}`") == [(1, "x")]
     finally:
         await step.aclose()
@@ -654,7 +650,7 @@ async def test_number_like_values_of_other_types_are_written_as_their_text(table
     table = tables.create("id INT PRIMARY KEY, n INT, q VARCHAR(10)")
     step = mysql.writer(table, url=tables.url)
     try:
-        assert await step(rows=[{"id": 1, "n": Level.HIGH, "q": Fraction(1, 3)}]) == {"rowcount": 1}
+        assert await step(data=[{"id": 1, "n": Level.HIGH, "q": Fraction(1, 3)}]) == {"rowcount": 1}
     finally:
         await step.aclose()
     assert sql(f"SELECT id, n, q FROM `{table}`") == [(1, 3, "1/3")]

@@ -12,11 +12,6 @@ import pytest
 
 from asyncdataflow.plugins import mysql
 
-try:
-    from _mysql_server import mysql_url, sql
-except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import mysql_url, sql  # type: ignore[no-redef]  # noqa: F401
-
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "mysql.md").read_text(encoding="utf-8")
 

@@ -16,7 +16,7 @@ import aiomysql  # type: ignore[import-untyped]
 import pymysql  # type: ignore[import-untyped]
 import pytest
 
-from asyncdataflow import DataFlow, Retry, args_mapper, step
+from asyncdataflow import DataFlow, Retry, step
 from asyncdataflow.plugins import mysql
 
 try:
@@ -24,27 +24,23 @@ try:
         Tables,
         connect_kwargs,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 except ImportError:  # tests/ imported as a package
-    from tests._mysql_server import (  # type: ignore[no-redef]  # noqa: F401
+    from tests._mysql_server import (  # type: ignore[no-redef]
         Tables,
         connect_kwargs,
         connections_of,
-        mysql_url,
         sql,
-        tables,
         until_no_connections,
     )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mysql_merge.py"
 
 
-async def double(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"data": [{"id": r["id"], "qty": r["qty"] * 2} for r in rows]}
+async def double(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"data": [{"id": r["id"], "qty": r["qty"] * 2} for r in data]}
 
 
 async def test_read_one_table_write_another_over_map_then_aclose_closes_all(tables: Tables):
@@ -56,7 +52,7 @@ async def test_read_one_table_write_another_over_map_then_aclose_closes_all(tabl
         (
             mysql.reader(f"SELECT id, qty FROM `{source}` WHERE id = %(id)s", url=url),
             double,
-            args_mapper(mysql.writer(target, url=url), input={"rows": "data"}),
+            mysql.writer(target, url=url),
         )
     )
     results = [r async for r in flow.map(({"id": i} for i in range(100)), concurrency=10)]
@@ -118,14 +114,14 @@ async def test_a_connection_killed_mid_run_propagates_the_error(tables: Tables):
     table = tables.create("id INT PRIMARY KEY, v VARCHAR(20)")
     writer = mysql.writer(table, url=tables.url, mode="upsert", batch_size=1000)
     async with DataFlow((writer,)) as flow, Killer(tables.url, table, 2500) as killer:
-        run = asyncio.ensure_future(flow(rows=rows_upto(5000)))
+        run = asyncio.ensure_future(flow(data=rows_upto(5000)))
         await asyncio.wait_for(killer.kill_the_waiting_writer(), 10)
         with pytest.raises(pymysql.err.OperationalError) as caught:
             await asyncio.wait_for(run, 10)
         assert any("mysql.writer(" in note for note in getattr(caught.value, "__notes__", []))
         assert sql(f"SELECT COUNT(*) FROM `{table}`") == [(0,)]  # the server rolled it back
         # the broken connection did not go back to the pool: the next run works
-        assert await flow(rows=rows_upto(5000)) == {"rowcount": 5000}
+        assert await flow(data=rows_upto(5000)) == {"rowcount": 5000}
     assert sql(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM `{table}`") == [(5000, 5000)]
 
 
@@ -136,7 +132,7 @@ async def test_with_a_retry_policy_the_flow_finishes_with_every_row_once(tables:
         writer, retry=Retry(attempts=3, backoff=0.01, on=(pymysql.err.OperationalError,))
     )
     async with DataFlow((retried,)) as flow, Killer(tables.url, table, 2500) as killer:
-        run = asyncio.ensure_future(flow(rows=rows_upto(5000)))
+        run = asyncio.ensure_future(flow(data=rows_upto(5000)))
         await asyncio.wait_for(killer.kill_the_waiting_writer(), 10)
         assert await asyncio.wait_for(run, 20) == {"rowcount": 5000}
     assert len(killer.killed) == 1
@@ -152,9 +148,9 @@ async def test_a_call_waiting_for_the_only_connection_gets_a_new_one_when_it_is_
     writer = mysql.writer(table, url=tables.url + "?maxsize=1", mode="upsert")
     try:
         async with Killer(tables.url, table, 5) as killer:
-            first = asyncio.ensure_future(writer(rows=rows_upto(10)))
+            first = asyncio.ensure_future(writer(data=rows_upto(10)))
             await asyncio.sleep(0.2)  # first holds the only connection, waiting on the lock
-            second = asyncio.ensure_future(writer(rows=[{"id": 100, "v": "second"}]))
+            second = asyncio.ensure_future(writer(data=[{"id": 100, "v": "second"}]))
             await asyncio.wait_for(killer.kill_the_waiting_writer(), 10)
             with pytest.raises(pymysql.err.OperationalError):
                 await asyncio.wait_for(first, 10)
@@ -223,9 +219,9 @@ async def test_a_write_cancelled_by_a_step_timeout_closes_its_connection_and_com
     writer = mysql.writer(table, url=tables.url)
     async with DataFlow((step(writer, timeout=0.5),)) as flow, Killer(tables.url, table, 3):
         with pytest.raises(TimeoutError):
-            await flow(rows=rows_upto(10))
+            await flow(data=rows_upto(10))
         (own,) = writer._pools.values()
         assert own.size == 0  # closed, not given back to the pool
     assert sql(f"SELECT COUNT(*) FROM `{table}`") == [(0,)]
-    assert await flow(rows=rows_upto(10)) == {"rowcount": 10}
+    assert await flow(data=rows_upto(10)) == {"rowcount": 10}
     await flow.aclose()

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import event, given, note, settings
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 
 import asyncdataflow
@@ -379,7 +379,6 @@ async def run_all(flow: DataFlow, calls: list[dict[str, int]]) -> list[tuple[Any
     return await asyncio.gather(*(run_one(flow, kw) for kw in calls))
 
 
-@settings(max_examples=500, deadline=None)
 @given(flows())
 def test_executor_agrees_with_the_model(case: tuple[Seq, str, bool, list[dict[str, int]]]) -> None:
     root, visibility, observed, calls = case

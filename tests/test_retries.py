@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
 import pytest
 
 from asyncdataflow import DataFlow, Retry, step
-from asyncdataflow.exceptions import DataFlowDefinitionError
+from asyncdataflow.exceptions import (
+    DataFlowDefinitionError,
+)
 
 
 class Flaky:
@@ -190,7 +193,6 @@ async def test_a_limit_is_never_exceeded_by_50_concurrent_runs() -> None:
 
 
 async def test_a_limit_is_shared_by_map_runs_and_holds_for_sync_steps() -> None:
-    import threading
 
     lock = threading.Lock()
     state = {"now": 0, "peak": 0}
@@ -217,3 +219,45 @@ async def test_step_options_combine_and_name_the_step() -> None:
     (info,) = flow.steps
     assert (info.name, info.timeout, info.retry, info.limit) == ("named", 1, FAST, None)
     assert await flow(x=1) == {"y": 2, "attempt": 2}
+
+
+async def test_a_reraised_exception_object_gets_the_retry_note_only_once():
+    shared = ConnectionError("pool is down")
+
+    async def connect(x):
+        raise shared
+
+    flow = DataFlow((step(connect, retry=Retry(attempts=1)),))
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            await flow(x=1)
+    assert len(shared.__notes__) == len(set(shared.__notes__))
+
+
+async def test_a_nested_flow_keeps_its_own_default_retry():
+    calls = [0]
+
+    async def flaky():
+        calls[0] += 1
+        if calls[0] < 3:
+            raise ConnectionError("transient")
+        return {"ok": True}
+
+    inner = DataFlow((flaky,), retry=Retry(attempts=3, backoff=0))
+    assert await DataFlow((inner,))() == {"ok": True}
+
+
+async def test_cancelling_during_a_retry_pause_stops_at_once_without_retrying():
+    attempts = [0]
+
+    async def fails(x):
+        attempts[0] += 1
+        raise ConnectionError("down")
+
+    flow = DataFlow((step(fails, retry=Retry(attempts=5, backoff=10, jitter=False)),))
+    task = asyncio.ensure_future(flow(x=1))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1)
+    assert attempts == [1]

@@ -7,7 +7,9 @@ import functools
 import pytest
 
 from asyncdataflow import DataFlow, hookimpl
-from asyncdataflow.exceptions import DataFlowRoutingError
+from asyncdataflow.exceptions import (
+    DataFlowRoutingError,
+)
 
 calls: list[str] = []
 
@@ -245,3 +247,60 @@ async def test_skipped_steps_are_reported_before_a_routing_error():
     with pytest.raises(DataFlowRoutingError):
         await flow(x=1)
     assert plugin.skipped == [("definition[0]", ("p",), ("x",))]
+
+
+async def test_routing_error_for_the_first_item_says_it_could_not_be_taken():
+    async def needs(endpoint):
+        return {}
+
+    with pytest.raises(DataFlowRoutingError) as info:
+        await DataFlow((needs,))(wrong=1)
+    first_line = str(info.value).splitlines()[0]
+    assert "could not be taken" in first_line and "definition[0]" in first_line
+
+
+async def test_first_concurrent_block_whose_branch_starts_with_a_concurrent_block_routes():
+    async def a(x):
+        return {"a": x}
+
+    async def b(y):
+        return {"b": y}
+
+    async def join(a=None, b=None):
+        return {"joined": (a, b)}
+
+    async def other(z):
+        return {"z": z}
+
+    flow = DataFlow(((((a, b), join), other),))
+    assert await flow(x=1) == {"joined": (1, None)}
+    assert await flow(z=3) == {"z": 3}
+    assert await flow(x=1, y=2, z=3) == {"joined": (1, 2), "z": 3}
+    with pytest.raises(DataFlowRoutingError) as info:
+        await flow(q=1)
+    message = str(info.value)
+    for place in ("definition[0][0][0][0]", "definition[0][0][0][1]", "definition[0][1]"):
+        assert place in message
+
+
+async def test_a_concurrent_block_of_parameterless_functions_always_runs():
+    async def one():
+        return {"one": 1}
+
+    def two():
+        return {"two": 2}
+
+    flow = DataFlow((lambda: None, (one, two)))
+    assert await flow(anything=1) == {"one": 1, "two": 2}
+
+
+async def test_a_function_in_a_concurrent_block_and_after_it_runs_in_both_places():
+    calls: list[int] = []
+
+    async def count(n):
+        calls.append(n)
+        return {"n": n}
+
+    flow = DataFlow(((count, count), count))
+    assert await flow(n=1) == {"n": 1}
+    assert calls == [1, 1, 1]

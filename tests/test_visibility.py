@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from asyncdataflow import DataFlow
-from asyncdataflow.exceptions import DataFlowDefinitionError, DataFlowMergeResultError
+from asyncdataflow.exceptions import (
+    DataFlowDefinitionError,
+    DataFlowMergeResultError,
+)
 
 
 async def a(x):
@@ -161,3 +164,21 @@ async def test_call_arguments_are_not_mutated():
     kwargs = {"x": 1}
     await DataFlow((a, (b,)), args_visibility="all")(**kwargs)
     assert kwargs == {"x": 1}
+
+
+async def test_a_nested_flow_runs_with_the_outer_flows_visibility():
+    # README: an inlined flow takes the outer flow's args_visibility, not its own
+    async def first(x):
+        return {"y": x + 1}
+
+    async def second(x=None, y=None):
+        return {"seen": (x, y)}
+
+    inner = DataFlow((first, second), args_visibility="all")
+    assert await inner(x=1) == {"x": 1, "y": 2, "seen": (1, 2)}
+    assert await DataFlow((inner,))(x=1) == {"seen": (None, 2)}
+    assert await DataFlow((inner,), args_visibility="all")(x=1) == {
+        "x": 1,
+        "y": 2,
+        "seen": (1, 2),
+    }

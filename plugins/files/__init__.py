@@ -4,13 +4,16 @@ aiofiles so the event loop never waits on the disk. Needs ``pip install
 "asyncdataflow[files]"``. See docs/files.md.
 """
 
+from ._chunks import CHUNK_FORMATS
 from ._formats import FORMATS
 from ._paths import FilesArgumentError, PathOutsideBaseDirError
-from ._steps import MODES, Reader, Writer, reader, writer
+from ._steps import MODES, ChunkedReader, Reader, Writer, reader, writer
 
 __all__ = [
+    "CHUNK_FORMATS",
     "FORMATS",
     "MODES",
+    "ChunkedReader",
     "FilesArgumentError",
     "PathOutsideBaseDirError",
     "Reader",

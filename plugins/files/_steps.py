@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import errno
 import inspect
 import os
 import secrets
 import stat
 import weakref
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 try:
@@ -23,6 +24,8 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
 
 from asyncdataflow._pickling import PicklesAsConfig
 
+from .._vocab import DATA, check_key, declare_outputs
+from ._chunks import CHUNK_FORMATS, read_chunks
 from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
 from ._paths import (
     FilesArgumentError,
@@ -123,16 +126,49 @@ class Reader(_FileStep):
 
     _kind = "reader"
 
-    def __init__(self, path: Any, fmt: Any, encoding: Any, base_dir: Any) -> None:
+    def __init__(self, path: Any, fmt: Any, encoding: Any, base_dir: Any, key: Any = DATA) -> None:
         super().__init__(path, fmt, encoding, base_dir)
+        self.key: str = check_key("files.reader()", key)
         self.__signature__ = self._signature()
         self.name = self.__qualname__ = self.__name__ = self._describe(self.format)
+        declare_outputs(self, self.key)
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         path = await self._target(kwargs)
         async with aiofiles.open(path, "rb") as file:
             raw = await file.read()
-        return {"data": await decode(self.format, raw, self.encoding, path)}
+        return {self.key: await decode(self.format, raw, self.encoding, path)}
+
+
+class ChunkedReader(Reader):
+    """The step :func:`reader` returns with ``chunk_size=``: a source (an async
+    generator) that yields ``{"data": [item, ...]}`` records of at most ``chunk_size``
+    items, reading the file incrementally."""
+
+    def __init__(
+        self, path: Any, fmt: Any, encoding: Any, base_dir: Any, key: Any, chunk_size: Any
+    ) -> None:
+        super().__init__(path, fmt, encoding, base_dir, key)
+        owner = "files.reader()"
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise FilesArgumentError(f"{owner}: chunk_size={chunk_size!r} must be an int >= 1")
+        if self.format not in CHUNK_FORMATS:
+            raise FilesArgumentError(
+                f"{owner}: chunk_size= reads {', '.join(map(repr, CHUNK_FORMATS))} files in "
+                f"records of items; format={self.format!r} is one document (read it whole, "
+                "or store it as 'jsonl')"
+            )
+        self.chunk_size: int = chunk_size
+        self.name = self.__qualname__ = self.__name__ = self._describe(
+            self.format, f"chunk_size={chunk_size}"
+        )
+
+    async def __call__(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+        path = await self._target(kwargs)
+        chunks = read_chunks(path, self.format, self.encoding, self.chunk_size, self.key)
+        async with contextlib.aclosing(chunks):
+            async for record in chunks:
+                yield record
 
 
 class Writer(_FileStep):
@@ -149,19 +185,22 @@ class Writer(_FileStep):
         encoding: Any,
         base_dir: Any,
         makedirs: Any,
+        key: Any = DATA,
     ) -> None:
         super().__init__(path, fmt, encoding, base_dir)
         owner = "files.writer()"
         _check_choice(owner, "mode", mode, MODES)
-        if "data" in self.fields:
+        self.key: str = check_key(owner, key)
+        if self.key in self.fields:
             raise FilesArgumentError(
-                f"{owner}: path template {self.template!r} has a field {{data}}, but 'data' "
-                "is what the writer writes; rename the field"
+                f"{owner}: path template {self.template!r} has a field {{{self.key}}}, but "
+                f"{self.key!r} is what the writer writes; rename the field (or give key=)"
             )
         self.mode: str = mode
         self.atomic = bool(atomic)
         self.makedirs = bool(makedirs)
-        self.__signature__ = self._signature("data")
+        self.__signature__ = self._signature(self.key)
+        declare_outputs(self, "path")
         options = [self.format, self.mode]
         if self.mode == "write" and not self.atomic:
             options.append("non-atomic")
@@ -175,7 +214,7 @@ class Writer(_FileStep):
         self._cleanups: set[asyncio.Future[None]] = set()
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
-        data = kwargs["data"]
+        data = kwargs[self.key]
         target = await self._target(kwargs)
         if self.mode == "append":
             await self._append(target, data)
@@ -375,8 +414,11 @@ def reader(
     format: str = "text",
     encoding: str = "utf-8",
     base_dir: str | os.PathLike[str] | None = None,
+    key: str = DATA,
+    chunk_size: int | None = None,
 ) -> Reader:
-    """A step that reads one file and returns ``{"data": ...}``.
+    """A step that reads one file and returns ``{"data": ...}``; with ``chunk_size=N``,
+    a source that yields ``{"data": [...]}`` records of at most N items.
 
     Args:
         path: ``None`` (the step takes the file from its ``path`` argument), a fixed path,
@@ -389,8 +431,17 @@ def reader(
         base_dir: when set, relative paths are taken relative to it, and a path that
             resolves outside it (``..``, an absolute path, a symbolic link) raises
             :class:`PathOutsideBaseDirError` before the file is opened.
+        key: the name the result goes under instead of ``data`` (``{key: ...}``), e.g.
+            for two readers in one concurrent block.
+        chunk_size: for ``"text"`` (lines, without their line end), ``"jsonl"`` and
+            ``"csv"``: read the file incrementally and yield a record per ``chunk_size``
+            items (the last one may hold fewer); memory holds one chunk per record in
+            flight, whatever the file's size. The step is then a source (an async
+            generator function); see docs/files.md.
     """
-    return Reader(path, format, encoding, base_dir)
+    if chunk_size is not None:
+        return ChunkedReader(path, format, encoding, base_dir, key, chunk_size)
+    return Reader(path, format, encoding, base_dir, key)
 
 
 def writer(
@@ -402,6 +453,7 @@ def writer(
     encoding: str = "utf-8",
     base_dir: str | os.PathLike[str] | None = None,
     makedirs: bool = True,
+    key: str = DATA,
 ) -> Writer:
     """A step that writes its ``data`` argument to a file and returns ``{"path": ...}``.
 
@@ -418,5 +470,6 @@ def writer(
         encoding: the text encoding (not used by ``"bytes"``).
         base_dir: as for :func:`reader`; checked before anything is created.
         makedirs: create the file's missing parent directories.
+        key: the parameter the records come from instead of ``data``.
     """
-    return Writer(path, format, mode, atomic, encoding, base_dir, makedirs)
+    return Writer(path, format, mode, atomic, encoding, base_dir, makedirs, key)

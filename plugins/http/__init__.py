@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._steps import Reader, Writer, reader, writer
+    from ._steps import Reader, SelectError, Writer, reader, writer
 
-__all__ = ["Reader", "Writer", "reader", "writer"]
+__all__ = ["Reader", "SelectError", "Writer", "reader", "writer"]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,10 +21,12 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
         'asyncdataflow.plugins.http needs aiohttp: pip install "asyncdataflow[http]"'
     ) from e
 
+from .._vocab import DATA, check_key, declare_outputs
+from ._select import SelectError, parse_select, select_path
 from ._session import SessionHolder
 from ._url import fill_template, is_secret_name, redact_headers, redact_url, template_fields
 
-__all__ = ["Paginator", "Reader", "Writer", "reader", "writer"]
+__all__ = ["Paginator", "Reader", "SelectError", "Writer", "reader", "writer"]
 
 logger = logging.getLogger("asyncdataflow.plugins.http")
 
@@ -69,6 +71,22 @@ async def _read_body(response: aiohttp.ClientResponse, fmt: str, step: str) -> A
     if fmt == "text":
         return await response.text()
     return await response.read()
+
+
+async def _next_url(
+    paginate: Literal["link"] | Paginator, body: Any, response: aiohttp.ClientResponse
+) -> URL | None:
+    """The next page's URL (resolved against this page's), or ``None`` at the end."""
+    target: str | URL | None
+    if paginate == "link":
+        link = response.links.get("next")
+        target = link.get("url") if link is not None else None
+    else:
+        answer = paginate(body, response)
+        target = await answer if inspect.isawaitable(answer) else answer
+    if target is None or target == "":
+        return None
+    return response.url.join(URL(str(target)))
 
 
 #: Redirect statuses. 307 and 308 repeat the request as it was (method and body); 301,
@@ -371,6 +389,8 @@ class Reader(_HttpStep):
         max_pages: int,
         session: aiohttp.ClientSession | None,
         limit_per_host: int | None,
+        key: str,
+        select: str | None,
     ) -> None:
         super().__init__(
             url,
@@ -396,6 +416,14 @@ class Reader(_HttpStep):
         self._format = format
         self._paginate = paginate
         self._max_pages = max_pages
+        self._key = check_key(where, key)
+        self._select = parse_select(where, select)
+        if self._select and format in ("text", "bytes"):
+            raise DataFlowDefinitionError(
+                f"{where}: select= picks a part of a JSON body; it does not go with "
+                f"format={format!r}"
+            )
+        declare_outputs(self, self._key)
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         url, auth = self._target(kwargs)
@@ -408,8 +436,8 @@ class Reader(_HttpStep):
         session = self._sessions.get()
         if self._paginate is None:
             body, _ = await self._get(session, url, params, headers, None)
-            return {"data": body}
-        return {"data": await self._get_pages(session, url, params, headers)}
+            return {self._key: body}
+        return {self._key: await self._get_pages(session, url, params, headers)}
 
     async def _get(
         self,
@@ -427,18 +455,12 @@ class Reader(_HttpStep):
             ) as response:
                 _check_status(response)
                 body = await _read_body(response, self._format, self.__qualname__)
-                if paginate is None:
-                    return body, None
-                target: str | URL | None
-                if paginate == "link":
-                    link = response.links.get("next")
-                    target = link.get("url") if link is not None else None
-                else:
-                    answer = paginate(body, response)
-                    target = await answer if inspect.isawaitable(answer) else answer
-                if target is None or target == "":
-                    return body, None
-                return body, response.url.join(URL(str(target)))
+                next_url = None
+                if paginate is not None:  # the paginator sees the whole body
+                    next_url = await _next_url(paginate, body, response)
+                if self._select:
+                    body = select_path(body, self._select, self.__qualname__, response.url)
+                return body, next_url
         except TimeoutError as e:
             self._note_timeout(e, url)
             raise
@@ -502,7 +524,10 @@ class Writer(_HttpStep):
         auth: Auth | None,
         timeout: float | None,
         session: aiohttp.ClientSession | None,
+        key: str,
     ) -> None:
+        where = f"http.writer({method!s} {'<url>' if url is None else redact_url(url)})"
+        self._key = check_key(where, key)
         super().__init__(
             url,
             method=method,
@@ -512,8 +537,9 @@ class Writer(_HttpStep):
             session=session,
             limit_per_host=None,
             extra_params=("params", "headers"),
-            required_extra=("data",),
+            required_extra=(self._key,),
         )
+        declare_outputs(self, "status", "response")
         if format not in _WRITE_FORMATS:
             raise DataFlowDefinitionError(
                 f"{self.__qualname__}: format must be one of {_WRITE_FORMATS}"
@@ -521,7 +547,7 @@ class Writer(_HttpStep):
         self._format = format
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
-        data = kwargs["data"]
+        data = kwargs[self._key]
         if self._format == "bytes" and not isinstance(data, bytes | bytearray | memoryview):
             raise ValueError(
                 f"{self.__qualname__}: format='bytes' sends bytes, got "
@@ -558,8 +584,13 @@ def reader(
     max_pages: int = 100,
     session: aiohttp.ClientSession | None = None,
     limit_per_host: int | None = None,
+    key: str = DATA,
+    select: str | None = None,
 ) -> Reader:
-    """A step that requests a URL and returns ``{"data": body}``.
+    """A step that requests a URL and returns ``{"data": body}`` (``{key: body}`` with
+    ``key=``). ``select="items"`` (a dotted path, ``"result.items"``, digits index a list)
+    returns that part of a decoded JSON body instead of all of it; with pagination, each
+    page's selection.
 
     Its flow-side parameters: ``url`` when no ``url`` is given here, else the ``{field}``
     names of the URL template (filled in URL-quoted); and, optional, ``params`` and
@@ -577,6 +608,8 @@ def reader(
         max_pages=max_pages,
         session=session,
         limit_per_host=limit_per_host,
+        key=key,
+        select=select,
     )
 
 
@@ -589,12 +622,14 @@ def writer(
     auth: Auth | None = None,
     timeout: float | None = 30.0,
     session: aiohttp.ClientSession | None = None,
+    key: str = DATA,
 ) -> Writer:
     """A step that sends its ``data`` parameter (as JSON, a form or bytes) and returns
     ``{"status": int, "response": body}``.
 
-    Its flow-side parameters: ``data``; ``url`` when no ``url`` is given here, else the
-    URL template's fields; and, optional, ``params`` and ``headers``.
+    Its flow-side parameters: ``data`` (the ``key=`` name instead, when given); ``url``
+    when no ``url`` is given here, else the URL template's fields; and, optional,
+    ``params`` and ``headers``.
     """
     return Writer(
         url,
@@ -604,4 +639,5 @@ def writer(
         auth=auth,
         timeout=timeout,
         session=session,
+        key=key,
     )

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
+from .._vocab import DATA, check_key, declare_outputs
+
 # aiomysql comes through _common, which says how to install it when it is missing
 from ._common import (
     MySQLStep,
@@ -85,8 +87,15 @@ class _StatementStep(MySQLStep):
 class Reader(_StatementStep):
     """The step :func:`reader` returns."""
 
-    def __init__(self, query: str, url: str | None, pool: Any) -> None:
+    def __init__(self, query: str, url: str | None, pool: Any, key: str = DATA) -> None:
         super().__init__("reader", query, url, pool)
+        self._key = check_key(self.__qualname__, key)
+        if self._key in self._names:
+            raise DataFlowDefinitionError(
+                f"{self.__qualname__}: key={key!r} is also a placeholder of the query; "
+                "rename one of them"
+            )
+        declare_outputs(self, self._key)
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         args = self._args(kwargs)
@@ -96,7 +105,7 @@ class Reader(_StatementStep):
                 rows = await cur.fetchall()
             if not conn.get_autocommit():  # end the transaction a read opens, too
                 await conn.commit()
-        return {"rows": rows if isinstance(rows, list) else list(rows)}
+        return {self._key: rows if isinstance(rows, list) else list(rows)}
 
 
 class Execute(_StatementStep):
@@ -104,6 +113,7 @@ class Execute(_StatementStep):
 
     def __init__(self, statement: str, url: str | None, pool: Any) -> None:
         super().__init__("execute", statement, url, pool)
+        declare_outputs(self, "rowcount")
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         args = self._args(kwargs)
@@ -126,8 +136,10 @@ class Writer(MySQLStep):
         columns: Sequence[str] | None,
         mode: str,
         batch_size: int,
+        key: str = DATA,
     ) -> None:
         name = f"mysql.writer({table if isinstance(table, str) else '?'}, mode={mode})"
+        self._key = check_key(name, key)
         self._table = quote_table(name, table)
         self._schema, _, self._table_name = table.rpartition(".")
         if mode not in MODES:
@@ -158,7 +170,8 @@ class Writer(MySQLStep):
         self._statements: dict[tuple[str, ...], str] = {}
         self._key_columns: frozenset[str] | None = None
         self.__qualname__ = name
-        self.__signature__ = _signature(["rows"])
+        self.__signature__ = _signature([self._key])
+        declare_outputs(self, "rowcount")
 
     def _tuples(self, rows: Any) -> tuple[tuple[str, ...], Sequence[Sequence[Any]]]:
         """The column names and the rows as sequences of values; ``ValueError`` for rows
@@ -166,7 +179,7 @@ class Writer(MySQLStep):
         name = self.__qualname__
         if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
             raise ValueError(
-                f"{name}: rows must be a list of dicts (or of tuples with columns=...), "
+                f"{name}: {self._key} must be a list of dicts (or of tuples with columns=...), "
                 f"not {type(rows).__name__}"
             )
         if not isinstance(rows, list | tuple):
@@ -177,7 +190,9 @@ class Writer(MySQLStep):
         if isinstance(first, Mapping):
             columns = self._columns or tuple(first)
             if not columns:
-                raise ValueError(f"{name}: rows[0] is an empty dict; there is nothing to write")
+                raise ValueError(
+                    f"{name}: {self._key}[0] is an empty dict; there is nothing to write"
+                )
             if self._columns is None:
                 keys = first.keys()
                 if not (set(map(type, rows)) == {dict} and all(row.keys() == keys for row in rows)):
@@ -197,7 +212,7 @@ class Writer(MySQLStep):
             return columns, [get(row) for row in rows]
         if self._columns is None:
             raise ValueError(
-                f"{name}: rows[0] is a {type(first).__name__}, not a dict; for rows of "
+                f"{name}: {self._key}[0] is a {type(first).__name__}, not a dict; for rows of "
                 "tuples give the column names: writer(..., columns=['id', 'name'])"
             )
         width = len(self._columns)
@@ -207,12 +222,12 @@ class Writer(MySQLStep):
         for index, row in enumerate(rows):
             if isinstance(row, str | bytes | Mapping) or not isinstance(row, Sequence):
                 raise ValueError(
-                    f"{name}: rows[{index}] is a {type(row).__name__}; every row must be a "
+                    f"{name}: {self._key}[{index}] is a {type(row).__name__}; every row must be a "
                     f"tuple of {width} values (columns={list(self._columns)})"
                 )
             if len(row) != width:
                 raise ValueError(
-                    f"{name}: rows[{index}] has {len(row)} values, columns= names {width}: "
+                    f"{name}: {self._key}[{index}] has {len(row)} values, columns= names {width}: "
                     f"{list(self._columns)}"
                 )
         return self._columns, rows
@@ -235,7 +250,7 @@ class Writer(MySQLStep):
                         else "a str, number, bytes, date/time, Decimal or None"
                     )
                     raise ValueError(
-                        f"{self.__qualname__}: rows[{index}] column {column!r} is a "
+                        f"{self.__qualname__}: {self._key}[{index}] column {column!r} is a "
                         f"{type(value).__name__}, which the driver would not store as it "
                         f"is; convert it first ({hint})"
                     )
@@ -243,19 +258,19 @@ class Writer(MySQLStep):
     def _differs(self, index: int, row: Any, columns: Sequence[str]) -> str:
         if not isinstance(row, Mapping):
             return (
-                f"{self.__qualname__}: rows[{index}] is a {type(row).__name__}, but rows[0] is "
-                "a dict; give rows of one kind"
+                f"{self.__qualname__}: {self._key}[{index}] is a {type(row).__name__}, but "
+                f"{self._key}[0] is a dict; give rows of one kind"
             )
         if self._columns is not None:
             missing = sorted(set(columns) - row.keys())
             return (
-                f"{self.__qualname__}: rows[{index}] lacks column(s) {missing} named in "
+                f"{self.__qualname__}: {self._key}[{index}] lacks column(s) {missing} named in "
                 f"columns={list(columns)}"
             )
         return (
-            f"{self.__qualname__}: rows[{index}] has keys {sorted(row)} but rows[0] has "
-            f"{sorted(columns)}; every row must have the same keys (give missing values "
-            "as None)"
+            f"{self.__qualname__}: {self._key}[{index}] has keys {sorted(row)} but "
+            f"{self._key}[0] has {sorted(columns)}; every row must have the same keys "
+            "(give missing values as None)"
         )
 
     async def _keys(self, conn: Any) -> frozenset[str]:
@@ -299,9 +314,9 @@ class Writer(MySQLStep):
         return statement
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
-        if "rows" not in kwargs:
-            raise TypeError(f"{self.__qualname__}: missing value for rows")
-        columns, values = self._tuples(kwargs["rows"])
+        if self._key not in kwargs:
+            raise TypeError(f"{self.__qualname__}: missing value for {self._key}")
+        columns, values = self._tuples(kwargs[self._key])
         if not values:
             return {"rowcount": 0}
         self._check_values(columns, values)
@@ -319,13 +334,14 @@ class Writer(MySQLStep):
         return {"rowcount": rowcount}
 
 
-def reader(query: str, *, url: str | None = None, pool: Any = None) -> Reader:
-    """A step that runs ``query`` and returns ``{"rows": [dict, ...]}``.
+def reader(query: str, *, url: str | None = None, pool: Any = None, key: str = DATA) -> Reader:
+    """A step that runs ``query`` and returns ``{"data": [dict, ...]}`` (``{key: ...}``
+    with ``key=``).
 
     The query's named placeholders (``%(last_id)s``) are the step's parameters; their
     values are always sent as parameters, never formatted into the text.
     """
-    return Reader(query, url, pool)
+    return Reader(query, url, pool, key)
 
 
 def writer(
@@ -336,10 +352,12 @@ def writer(
     columns: Sequence[str] | None = None,
     mode: Mode = "insert",
     batch_size: int = 1000,
+    key: str = DATA,
 ) -> Writer:
-    """A step taking ``rows`` (dicts, or tuples in the order of ``columns``) that writes
-    them into ``table`` in one transaction and returns ``{"rowcount": n}``."""
-    return Writer(table, url, pool, columns, mode, batch_size)
+    """A step taking ``data`` (``key=`` names another parameter): rows as dicts, or
+    tuples in the order of ``columns``, written into ``table`` in one transaction; returns
+    ``{"rowcount": n}``."""
+    return Writer(table, url, pool, columns, mode, batch_size, key)
 
 
 def execute(statement: str, *, url: str | None = None, pool: Any = None) -> Execute:

@@ -1,15 +1,13 @@
-"""Review of the concurrency code of the core: step limits for sync steps (the thread slot
-and the submit + wrap_future path), flow.map, infinity-loop stop(), the generated guards.
+"""Per-step limits (`step(f, limit=N)`): shared by every run and every place holding the
+step object, per event loop; the slot of a sync step in a worker thread or on another
+executor is held until the call ends and freed exactly once at every cancel point.
 
 Every interleaving is made with events (asyncio.Event, threading.Event, a future's done
-callback), not with sleeps. Some tests pin bugs the review found (since fixed: map dropping
-inputs, submit() kwargs, closed loops kept alive, repeated retry notes, a `self` argument);
-the others pin behaviour that had no test which would fail if it broke."""
+callback), not with sleeps."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import threading
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from asyncdataflow import DataFlow, Retry, step
+from asyncdataflow import DataFlow, step
 from asyncdataflow._limits import _LIMITS, ThreadSlot
 
 # -- helpers ----------------------------------------------------------------------------
@@ -130,33 +128,7 @@ async def wait_submitted(ex: RecordingPool | OtherExecutor, before: Any) -> None
 KINDS = pytest.mark.parametrize("kind", ["thread", "other"])
 
 
-# -- bugs -------------------------------------------------------------------------------
-
-
-async def test_map_does_not_drop_inputs_when_runs_in_flight_finish_together():
-    release = asyncio.Event()
-    consumer_gate = asyncio.Event()
-    second_waiting = asyncio.Event()
-
-    async def work(x):
-        if x in (1, 2):
-            if x == 2:
-                second_waiting.set()
-            await release.wait()
-            if x == 1:
-                consumer_gate.set()  # wakes the consumer before the runs' done callbacks
-        return {"x": x}
-
-    flow = DataFlow((work,))
-    out = []
-    async with contextlib.aclosing(flow.map([{"x": i} for i in range(4)], concurrency=2)) as rs:
-        async for r in rs:
-            out.append(r["x"])
-            if r["x"] == 0:
-                await second_waiting.wait()  # runs 1 and 2 both wait on `release`
-                release.set()
-                await consumer_gate.wait()
-    assert out == [0, 1, 2, 3]
+# -- limits and executors ---------------------------------------------------------------
 
 
 async def test_limit_on_a_non_thread_executor_passes_a_parameter_named_fn():
@@ -169,19 +141,6 @@ async def test_limit_on_a_non_thread_executor_passes_a_parameter_named_fn():
         assert await DataFlow((step(use, limit=1),), executor=ex)(fn=1) == {"out": 1}
     finally:
         ex.shutdown()
-
-
-async def test_a_reraised_exception_object_gets_the_retry_note_only_once():
-    shared = ConnectionError("pool is down")
-
-    async def connect(x):
-        raise shared
-
-    flow = DataFlow((step(connect, retry=Retry(attempts=1)),))
-    for _ in range(3):
-        with pytest.raises(ConnectionError):
-            await flow(x=1)
-    assert len(shared.__notes__) == len(set(shared.__notes__))
 
 
 def test_a_closed_event_loop_is_not_kept_alive_by_a_step_limit():
@@ -200,13 +159,6 @@ def test_a_closed_event_loop_is_not_kept_alive_by_a_step_limit():
     gc.collect()
     assert sum(r() is not None for r in refs) <= 1  # closed loops do not pile up
     assert len(_LIMITS[opts]) <= 1
-
-
-async def test_a_call_argument_named_self_reaches_the_step():
-    async def method_like(self):
-        return {"got": self}
-
-    assert await DataFlow((method_like,))(self=1) == {"got": 1}
 
 
 # -- pinned: the slot of a sync step under a limit -------------------------------------
@@ -415,200 +367,6 @@ async def test_a_waiter_woken_for_a_slot_and_cancelled_before_it_ran_passes_the_
     await settle(opts, 1)
 
 
-# -- pinned: map ------------------------------------------------------------------------
-
-
-async def test_map_starts_at_most_twice_concurrency_runs_while_the_first_is_slow():
-    head_go = asyncio.Event()
-    started: list[int] = []
-    window_full = asyncio.Event()
-
-    async def work(x):
-        started.append(x)
-        if len(started) == 4:
-            window_full.set()
-        if x == 0:
-            await head_go.wait()
-        return {"x": x}
-
-    flow = DataFlow((work,))
-    agen = flow.map(({"x": i} for i in range(10)), concurrency=2)
-    first = asyncio.ensure_future(anext(agen))
-    await window_full.wait()
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert started == [0, 1, 2, 3]  # one running, three finished waiting behind it
-    head_go.set()
-    out = [(await first)["x"]] + [r["x"] async for r in agen]
-    assert out == list(range(10))
-
-
-async def test_leaving_map_early_cancels_and_awaits_the_runs_in_flight():
-    entered = asyncio.Event()
-    cancelled: list[int] = []
-
-    async def work(x):
-        if x == 0:
-            return {"x": x}
-        entered.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append(x)
-            raise ValueError("cleanup failed") from None  # must be retrieved, not warned
-        return {"x": x}
-
-    flow = DataFlow((work,))
-    async with contextlib.aclosing(flow.map(({"x": i} for i in range(5)), concurrency=3)) as rs:
-        async for r in rs:
-            assert r == {"x": 0}
-            await entered.wait()
-            break
-    assert sorted(cancelled) == [1, 2]
-    assert len(asyncio.all_tasks()) == 1
-
-
-async def test_map_failure_yields_earlier_results_then_raises_and_cancels_later_runs():
-    fail = asyncio.Event()
-    cancelled: list[int] = []
-
-    async def work(x):
-        if x == 0:
-            await fail.wait()
-            return {"x": 0}
-        if x == 1:
-            raise KeyError("boom")
-        try:
-            fail.set()
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append(x)
-            raise
-        return {"x": x}
-
-    flow = DataFlow((work,))
-    got = []
-    with pytest.raises(KeyError, match="boom"):
-        async for r in flow.map(({"x": i} for i in range(100)), concurrency=3):
-            got.append(r)
-    assert got == [{"x": 0}]
-    assert cancelled == [2]  # no new run after the failure; the one in flight cancelled
-
-
-# -- pinned: infinity loop stop() -------------------------------------------------------
-
-
-async def test_stop_called_by_a_step_returns_that_iterations_result():
-    count = 0
-    flow: DataFlow
-
-    async def tick(x):
-        nonlocal count
-        count += 1
-        if count == 3:
-            flow.stop()
-        return {"n": count}
-
-    flow = DataFlow((tick,), infinity_loop=True)
-    assert await asyncio.wait_for(flow(x=1), 2) == {"n": 3}
-
-
-async def test_stop_reaches_a_loop_called_but_not_yet_started_only():
-    async def tick(x):
-        return {"x": x}
-
-    flow = DataFlow((tick,), infinity_loop=True)
-    early = flow(x=1)  # registered when called
-    flow.stop()
-    late = asyncio.create_task(flow(x=2))
-    assert await asyncio.wait_for(early, 2) == {"x": 1}
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert not late.done()  # called after stop(): not affected
-    late.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await late
-
-
-# -- pinned: generated code -------------------------------------------------------------
-
-NAMES = ("d", "r", "run", "init", "c", "n", "e", "a_x", "x", "func", "fn", "_note", "EXEC")
-
-
-def _make(names: tuple[str, ...], is_async: bool, out: str) -> Any:
-    args = ", ".join(names)
-    body = f"return {{{out!r}: ({args},)}}"
-    src = f"{'async ' if is_async else ''}def f({args}):\n    {body}\n"
-    ns: dict[str, Any] = {}
-    exec(src, ns)
-    return ns["f"]
-
-
-@pytest.mark.parametrize("is_async", [True, False])
-@pytest.mark.parametrize("instrumented", [False, True])
-async def test_parameters_named_like_generated_locals_reach_the_step(is_async, instrumented):
-    def wrap(f: Any) -> Any:
-        return step(f, limit=2) if instrumented else f
-
-    first = wrap(_make(NAMES, is_async, "first"))
-    later = wrap(_make(NAMES, is_async, "later"))
-    pairs = ((("d", "e"), "p"), (("a_x", "run"), "q"))
-    both = tuple(wrap(_make(ns, is_async, o)) for ns, o in pairs)
-
-    def spread(first=(), later=()):  # the tuple a step returned, back into named keys
-        return dict(zip(NAMES, first or later, strict=True))
-
-    values = {n: f"v_{n}" for n in NAMES}
-    flow = DataFlow((first, spread, later, spread, both))
-    assert await flow(**values) == {"p": ("v_d", "v_e"), "q": ("v_a_x", "v_run")}
-
-
-async def test_a_later_step_whose_required_argument_is_missing_is_passed_over():
-    async def a(x):
-        return {"y": x}
-
-    def needs_z(z, y=0):  # sync, required z absent: its input flows on unchanged
-        raise AssertionError("must not run")
-
-    async def b(y):
-        return {"out": y}
-
-    flow = DataFlow((a, needs_z, b))
-    assert await flow(x=5) == {"out": 5}
-
-
-async def test_a_key_error_raised_by_a_later_step_is_not_taken_for_a_missing_argument():
-    async def a(x):
-        return {"y": x}
-
-    async def lookup(y):
-        return {}["nope"]
-
-    flow = DataFlow((a, lookup))
-    with pytest.raises(KeyError, match="nope") as info:
-        await flow(x=1)
-    assert "definition[1]" in info.value.__notes__[0]
-
-
-@pytest.mark.parametrize("instrumented", [False, True])
-async def test_no_note_is_added_to_cancellation_or_exit_signals(instrumented):
-    async def cancel(x):
-        raise asyncio.CancelledError()
-
-    def leave(x):
-        raise SystemExit(3)
-
-    def wrap(f: Any) -> Any:
-        return step(f, timeout=5) if instrumented else f
-
-    with pytest.raises(asyncio.CancelledError) as c_info:
-        await DataFlow((wrap(cancel),))(x=1)
-    assert not getattr(c_info.value, "__notes__", None)
-    with pytest.raises(SystemExit) as s_info:
-        await DataFlow((wrap(leave),))(x=1)
-    assert not getattr(s_info.value, "__notes__", None)
-
-
 async def test_a_timeout_bounds_the_wait_for_a_limit_slot_too():
     """timeout= bounds the whole attempt: a run queued behind a stuck holder of the only
     slot times out instead of waiting without bound. The holder is a sync step, which
@@ -630,3 +388,61 @@ async def test_a_timeout_bounds_the_wait_for_a_limit_slot_too():
         assert calls == [1]  # the second run never got the slot
     finally:
         release.set()
+
+
+async def test_limit_holds_for_a_sync_step_whose_timeout_fired():
+    release = threading.Event()
+    lock = threading.Lock()
+    running = [0, 0]  # now, peak
+
+    def blocking(x):
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        release.wait(5)
+        with lock:
+            running[0] -= 1
+        return {}
+
+    with ThreadPoolExecutor(4) as pool:
+        flow = DataFlow((step(blocking, limit=1, timeout=0.05),), executor=pool)
+        for i in range(3):
+            with pytest.raises(TimeoutError):
+                await flow(x=i)
+        release.set()
+    assert running[1] == 1
+
+
+async def test_a_step_options_object_used_twice_shares_its_limit():
+    running = [0, 0]
+
+    async def fetch(x):
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+        return {}
+
+    limited = step(fetch, limit=1)
+    await DataFlow(((limited, limited),))(x=1)
+    assert running[1] == 1
+
+
+def test_a_limit_works_when_the_flow_runs_on_a_second_event_loop():
+    running = [0, 0]
+
+    async def fetch(x):
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+        await asyncio.sleep(0.01)
+        running[0] -= 1
+        return {"x": x}
+
+    flow = DataFlow((step(fetch, limit=2),))
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(flow(x=i) for i in range(6)))
+
+    assert asyncio.run(many()) == [{"x": i} for i in range(6)]
+    assert asyncio.run(many()) == [{"x": i} for i in range(6)]  # no semaphore of a dead loop
+    assert running[1] == 2
