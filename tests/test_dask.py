@@ -135,6 +135,18 @@ class HoldsASocket:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
+    # Dask's nannies put their workers' environment (MALLOC_TRIM_THRESHOLD_,
+    # PYTHONHASHSEED, OMP_NUM_THREADS, ...) into this process's os.environ, where every
+    # later subprocess of the test run would inherit it: restore it when done.
+    saved = dict(os.environ)
+    try:
+        yield from _cluster()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _cluster() -> Iterator[Any]:
     with distributed.LocalCluster(
         n_workers=WORKER_PROCESSES,
         threads_per_worker=2,

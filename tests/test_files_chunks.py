@@ -159,7 +159,7 @@ def test_bad_chunk_options_are_refused_when_the_step_is_built(fmt, size, match):
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, resource, sys
+    import asyncio, sys
     from asyncdataflow.plugins import files
 
     def transform(data):
@@ -173,7 +173,11 @@ CHILD = textwrap.dedent(
             out = transform(record["data"])
             await writer(**out)
             count += len(out["data"])
-        print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's RSS at fork
+        # across exec, so a big pytest process (say, after a Dask cluster) would fail this
+        with open("/proc/self/status") as status:
+            hwm = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+        print(count, hwm * 1024)
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
