@@ -40,6 +40,8 @@ def _map_source_pack() -> None:
 _map_source_pack()
 
 from . import exceptions  # noqa: E402
+from ._protect import Breaker, Rate  # noqa: E402
+from ._wiring import Explanation, StepWiring  # noqa: E402
 from .args_mapper import args_mapper  # noqa: E402
 from .flow import DataFlow  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
@@ -50,10 +52,14 @@ from .plugin_manager import get_plugin_manager, register_plugin, unregister_plug
 __version__ = "0.1.0"
 
 __all__ = [
+    "Breaker",
     "DataFlow",
+    "Explanation",
+    "Rate",
     "Retry",
     "RunInfo",
     "StepInfo",
+    "StepWiring",
     "__version__",
     "args_mapper",
     "exceptions",

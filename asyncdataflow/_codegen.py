@@ -59,6 +59,7 @@ class _Gen:
             "FLOWNAME": flow.name,
             "HOOKS": hooks,
         }
+        self.watchers = flow._wiring.watchers
         self.lines: list[str] = []
         self.n = 0
 
@@ -89,7 +90,11 @@ class _Gen:
     def instrumented(self, fn: Fn) -> bool:
         info = fn.info
         return self.hooks.step_level or (
-            info.timeout is not None or info.retry is not None or info.limit is not None
+            info.timeout is not None
+            or info.retry is not None
+            or info.limit is not None
+            or info.rate is not None
+            or info.breaker is not None
         )
 
     def call_fn(self, fn: Fn, fetched: bool = False) -> list[str]:
@@ -131,6 +136,15 @@ class _Gen:
     def skip(self, node: Fn | Block) -> list[str]:
         return [f"_skipped(HOOKS, FLOW, run, {self.const('P', node)}, d)"]
 
+    def passed_over(self, fn: Fn) -> list[str]:
+        """Lines for a later step that is not taken: tell the hooks, look for a typo."""
+        out = self.skip(fn) if self.skip_hooks else []
+        watch = self.watchers.get(fn)
+        if watch is not None:
+            w = self.const("W", watch)
+            out.append(f"if not {w}.done: {w}(d)")
+        return out or ["pass"]
+
     # -- blocks ---------------------------------------------------------------------
 
     def fn_branch(self, fn: Fn) -> str:
@@ -163,7 +177,7 @@ class _Gen:
                         body.append("    " + self.skip(block)[0])
                     body.append(f"    raise _routing({self.const('P', item)}, d, True) from None")
                 else:
-                    body.append("    " + self.skip(item)[0] if self.skip_hooks else "    pass")
+                    body += ["    " + line for line in self.passed_over(item)]
                 body.append("else:")
                 run = [
                     *self.call_fn(item, fetched=True),
@@ -187,6 +201,11 @@ class _Gen:
                 if self.skip_hooks:
                     body.append("    " + self.skip(block)[0])
                 body.append(f"    raise _routing({self.const('P', item)}, d, True)")
+            elif isinstance(item, Fn):
+                lines = self.passed_over(item)
+                if lines != ["pass"]:
+                    body.append("else:")
+                    body += ["    " + line for line in lines]
             elif self.skip_hooks:
                 body.append("else:")
                 body += ["    " + line for line in self.skip(item)]

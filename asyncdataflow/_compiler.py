@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._outputs import MAPPED_ATTR as MAPPED_ATTR  # re-exported: args_mapper, graph
+from ._outputs import declared_outputs
 from .exceptions import (
     DataFlowDefinitionError,
     DataFlowEmptyError,
@@ -28,7 +30,6 @@ _BAD_KINDS = {
     inspect.Parameter.VAR_KEYWORD: "**kwargs",
     inspect.Parameter.POSITIONAL_ONLY: "positional-only parameters",
 }
-MAPPED_ATTR = "__asyncdataflow_wrapped__"
 #: how deeply blocks may nest (each level is a coroutine awaiting the next at run time);
 #: far beyond any real flow, and far from Python's recursion limit
 MAX_DEPTH = 100
@@ -41,9 +42,12 @@ class Fn:
     info: StepInfo
     #: (name, default) for every parameter; default is inspect.Parameter.empty if required
     params: tuple[tuple[str, Any], ...]
+    #: the keys it may return, when declared (see _outputs), else None: any key
     outputs: tuple[str, ...] | None = None
     #: the step(...) object whose limit this step obeys (shared wherever it is used)
     options: StepOptions | None = None
+    #: the declared keys it may leave out (NotRequired, or a union with None)
+    optional: frozenset[str] = frozenset()
 
     @property
     def path(self) -> str:
@@ -244,6 +248,8 @@ class Compiler:
             timeout=opts.timeout if opts else None,
             retry=retry,
             limit=opts.limit if opts else None,
+            rate=opts.rate if opts else None,
+            breaker=opts.breaker if opts else None,
         )
-        outputs = getattr(func, "__asyncdataflow_outputs__", None)
-        return Fn(info, params, tuple(outputs) if outputs else None, opts)
+        outputs, optional = declared_outputs(item)
+        return Fn(info, params, outputs, opts, optional)

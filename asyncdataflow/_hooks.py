@@ -37,6 +37,8 @@ class Hooks:
         "on_step_skipped",
         "on_step_retry",
         "after_loop_iteration",
+        "on_rate_change",
+        "on_breaker_change",
     )
 
     def __init__(self, pm: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Block, Fn, guard_missing
+from ._names import did_you_mean
 from .exceptions import DataFlowRoutingError
 from .info import RunInfo
 
@@ -19,7 +20,8 @@ Data = dict[str, Any]
 def _describe(node: Fn | Block, data: Any) -> str:
     lines = []
     for fn, missing in guard_missing(node, data):
-        lines.append(f"  - {fn.info.name} at {fn.info.path} is missing {list(missing)}")
+        hints = "".join(did_you_mean(n, data, exclude=fn.info.params) for n in missing)
+        lines.append(f"  - {fn.info.name} at {fn.info.path} is missing {list(missing)}{hints}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from ._hooks import Hooks, logger
 from ._limits import ThreadSlot, release_threadsafe, semaphore, semaphores_for
 from ._merging import check_result
 from ._notes import note, retry_note
+from ._protect import Guard
 from .exceptions import DataFlowFunctionResultError
 from .info import RunInfo
 
@@ -29,7 +30,9 @@ Data = dict[str, Any]
 class StepRunner:
     """The instrumented call of one step: hooks, limit, timeout, retries."""
 
-    __slots__ = ("_sems", "ctx", "executor", "flow", "fn", "hooks", "info", "plain_async")
+    __slots__ = (
+        "_sems", "ctx", "executor", "flow", "fn", "guard", "hooks", "info", "plain_async",
+    )  # fmt: skip
 
     def __init__(self, flow: DataFlow, fn: Fn, hooks: Hooks, executor: Executor | None) -> None:
         self.flow = flow
@@ -40,6 +43,10 @@ class StepRunner:
         self.ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
         info = fn.info
         self.plain_async = info.is_async and info.limit is None and info.timeout is None
+        # rate= and breaker= (asyncdataflow/_protect.py): only steps that have them
+        self.guard = Guard(self) if info.rate is not None or info.breaker is not None else None
+        if self.guard is not None:
+            self.plain_async = False
         self._sems = semaphores_for(fn.options) if fn.options else None
 
     def kwargs(self, data: Data) -> Data:
@@ -74,17 +81,28 @@ class StepRunner:
             return await self._timed(self._call(kw))
         return await self._timed(self._limited(kw, self.info.limit))
 
-    async def _limited(self, kw: Data, limit: int) -> Any:
+    async def _limited(
+        self, kw: Data, limit: int, enter: Callable[[], Awaitable[None]] | None = None
+    ) -> Any:
+        """``enter`` (rate and breaker) is awaited once the slot is held."""
         info = self.info
         loop = asyncio.get_running_loop()
         assert self._sems is not None
         sem = semaphore(self._sems, loop, limit)
         if info.is_async or info.inline:
             async with sem:
+                if enter is not None:
+                    await enter()
                 return await self._call(kw)
         # a sync step keeps running in its worker after a timeout or a cancellation:
         # its slot is freed when the worker is done, not when the await gives up
         await sem.acquire()
+        if enter is not None:
+            try:
+                await enter()
+            except BaseException:
+                sem.release()
+                raise
         if self.ctx:
             slot = ThreadSlot(loop, sem)
             call = functools.partial(contextvars.copy_context().run, slot.run, info.func, **kw)
@@ -113,6 +131,8 @@ class StepRunner:
             try:
                 if self.plain_async:
                     raw = await info.func(**kw)
+                elif self.guard is not None:
+                    raw = await self.guard.call(kw, run)
                 else:
                     raw = await self._guarded(kw)
                 result = check_result(raw, info)

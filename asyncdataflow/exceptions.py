@@ -8,6 +8,7 @@ __all__ = [
     "ArgsMapperInputKeyError",
     "ArgsMapperOutputKeyError",
     "DataFlowCallError",
+    "DataFlowCircuitOpenError",
     "DataFlowDefinitionError",
     "DataFlowEmptyError",
     "DataFlowError",
@@ -19,6 +20,8 @@ __all__ = [
     "DataFlowNotTupleError",
     "DataFlowRoutingError",
     "DataFlowRunError",
+    "DataFlowSkipWarning",
+    "DataFlowWiringError",
 ]
 
 
@@ -72,6 +75,21 @@ class DataFlowRoutingError(DataFlowRunError, LookupError):
     """No step could be taken where one must be."""
 
 
+class DataFlowCircuitOpenError(DataFlowRunError):
+    """A step's circuit breaker (``step(..., breaker=...)``) is open: the call failed at
+    once without reaching the callee. The message names the step and when the breaker
+    lets a trial call through.
+
+    Attributes:
+        step: the step's display name.
+        retry_in: seconds until the breaker lets one trial call through (0 while a trial
+            call is under way).
+    """
+
+    step: str = ""
+    retry_in: float = 0.0
+
+
 class ArgsMapperError(DataFlowError):
     """``args_mapper`` was misused, or a mapped output does not fit its declaration."""
 
@@ -88,3 +106,27 @@ class ArgsMapperOutputKeyError(ArgsMapperError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class DataFlowWiringError(DataFlowDefinitionError, LookupError):
+    """A step can never be taken: one of its required parameters is produced on no path
+    into it (the outputs of the steps before it are all declared and none has it).
+
+    Attributes:
+        problems: ``(place, parameter)`` for every such step, in definition order, e.g.
+            ``(("definition[1]", "rowz"),)``.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+    def __str__(self) -> str:  # LookupError's KeyError cousins repr(); this one does not
+        return str(self.args[0]) if self.args else ""
+
+
+class DataFlowSkipWarning(DataFlowError, UserWarning):
+    """A later step of a sequential block was not taken while the data held a name close
+    to one it lacks (``rows`` for ``rowz``): likely a typo, not routing. A ``UserWarning``
+    (given with :func:`warnings.warn`, so warning filters apply), and a ``DataFlowError``
+    like everything in this module."""

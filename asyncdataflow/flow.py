@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -15,7 +16,9 @@ from . import plugin_manager as _plugins
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, unwrap_step
 from ._hooks import Hooks, logger
+from ._journal import journaled_map
 from ._map import ordered_map
+from ._wiring import Explanation, analyze
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
 from .options import Retry
@@ -89,6 +92,10 @@ class DataFlow:
         self.retry = retry
         self.name = name or f"DataFlow@{id(self):x}"
         self.plan: Block = Compiler(retry).compile(definition, DataFlow)
+        self._wiring = analyze(self.plan, args_visibility, self.name)
+        wiring_error = self._wiring.error()
+        if wiring_error is not None:
+            raise wiring_error
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
         # running infinity loops, registered when called (so stop() right after
         # create_task reaches them) and forgotten with their coroutine
@@ -217,6 +224,7 @@ class DataFlow:
         *,
         concurrency: int,
         return_exceptions: bool = False,
+        journal: str | os.PathLike[str] | None = None,
     ) -> AsyncIterator[Result | BaseException]:
         """Run the flow once per kwargs mapping, at most ``concurrency`` at a time, and
         yield the results in input order.
@@ -235,6 +243,14 @@ class DataFlow:
         results are yielded first, then that exception is raised. Closing the generator
         (``contextlib.aclosing``, or leaving an ``async for`` over it) cancels and awaits
         the runs in flight.
+
+        With ``journal=path`` the map can resume: every input whose result you have
+        taken is recorded in that JSON Lines file (a result counts as taken when you ask
+        for the next one, or when the map ends), and a map run again with the same
+        journal skips those inputs and yields only the others. The inputs must be the
+        same, in the same order (each is checked against a fingerprint kept in the
+        journal). A failed run is not recorded: it runs again next time. See
+        docs/durable.md.
         """
         if not isinstance(concurrency, int) or concurrency < 1:
             raise DataFlowCallError(f"map(concurrency={concurrency!r}): must be an int >= 1")
@@ -242,6 +258,8 @@ class DataFlow:
             raise DataFlowCallError(
                 f"flow {self.name!r} is an infinity loop; map() needs runs that finish"
             )
+        if journal is not None:
+            return journaled_map(self, inputs, concurrency, return_exceptions, journal)
         return ordered_map(self, inputs, concurrency, return_exceptions)
 
     # -- closing --------------------------------------------------------------------
@@ -317,6 +335,13 @@ class DataFlow:
         from .graph import to_dot
 
         return to_dot(self)
+
+    def explain(self) -> Explanation:
+        """How the data reaches each step, as the check made when the flow was built saw
+        it: for every step its place, the parameters it needs, the keys known to be
+        available there, whether it is a guard, and its outputs. ``print(flow.explain())``
+        for a report; ``.steps`` for one :class:`~asyncdataflow.StepWiring` per step."""
+        return self._wiring.explanation(self.name)
 
     def walk(self) -> Iterable[Fn | Block]:
         """Every block and step of the plan, depth first."""

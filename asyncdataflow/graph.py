@@ -2,26 +2,23 @@
 
 Each step is a node labelled with its name, the parameters it takes (``in:``; a trailing
 ``?`` marks one with a default) and, where known, the keys it returns (``out:``, from
-``args_mapper(..., output=...)`` or a ``TypedDict`` return annotation). Nested blocks are
-Mermaid subgraphs / DOT clusters labelled ``sequential`` or ``concurrent`` (plus the name
-of an inlined :class:`~asyncdataflow.DataFlow`). Arrows follow the data: each item of a
-sequential block feeds the next; a concurrent block fans out to the first step of every
-branch and fans in from the last.
+``step(..., outputs=...)``, ``args_mapper(..., output=...)``, an integration pack step
+or a ``TypedDict`` return annotation; ``out: -`` for a step declared to return nothing).
+Nested blocks are Mermaid subgraphs / DOT clusters labelled ``sequential`` or
+``concurrent`` (plus the name of an inlined :class:`~asyncdataflow.DataFlow`). Arrows
+follow the data: each item of a sequential block feeds the next; a concurrent block fans
+out to the first step of every branch and fans in from the last.
 
 The text depends only on the definition, so it is stable enough to compare in a test.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
-import types
-import typing
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._compiler import MAPPED_ATTR, Block, Fn
+from ._compiler import Block, Fn
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -37,36 +34,11 @@ def _node_id(path: str, prefix: str) -> str:
     return prefix + "_".join(re.findall(r"\d+", path))
 
 
-def _typed_dict_keys(hint: Any) -> tuple[str, ...] | None:
-    if typing.is_typeddict(hint):
-        return tuple(hint.__annotations__)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        keys: list[str] = []
-        for arg in typing.get_args(hint):
-            if typing.is_typeddict(arg):
-                keys.extend(k for k in arg.__annotations__ if k not in keys)
-        return tuple(keys) or None
-    return None
-
-
 def known_outputs(fn: Fn) -> tuple[str, ...] | None:
-    """The keys ``fn`` returns, if the definition says: the names an ``args_mapper``
-    declares with ``output=``, else the keys of a ``TypedDict`` its return annotation
-    names (``-> Answer`` or ``-> Answer | None``; through partials and an ``args_mapper``
-    that only renames inputs). ``None`` when unknown."""
-    if fn.outputs is not None:
-        return fn.outputs
-    func: Any = fn.info.func
-    while isinstance(func, functools.partial) or hasattr(func, MAPPED_ATTR):
-        func = func.func if isinstance(func, functools.partial) else getattr(func, MAPPED_ATTR)
-    target: Callable[..., Any] = func
-    if not (inspect.isfunction(func) or inspect.ismethod(func)):
-        target = type(func).__call__  # a callable object: its class's __call__
-    try:
-        hint = typing.get_type_hints(target).get("return")
-    except Exception:  # unresolvable forward references: the keys are simply unknown
-        return None
-    return _typed_dict_keys(hint) if hint is not None else None
+    """The keys ``fn`` declares it returns (``step(..., outputs=...)``, an
+    ``args_mapper`` output, a pack step, a ``TypedDict`` return annotation), read once
+    when the flow was built; ``None`` when unknown."""
+    return fn.outputs
 
 
 def _params(fn: Fn) -> str:
@@ -81,8 +53,8 @@ def _label_lines(fn: Fn) -> list[str]:
     if params:
         lines.append(f"in: {params}")
     outputs = known_outputs(fn)
-    if outputs:
-        lines.append(f"out: {', '.join(outputs)}")
+    if outputs is not None:
+        lines.append(f"out: {', '.join(outputs) or '-'}")
     return lines
 
 

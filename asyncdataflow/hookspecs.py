@@ -11,13 +11,14 @@ Arguments shared by the hooks:
 - ``step``: a :class:`~asyncdataflow.StepInfo`: ``step.name`` (display name),
   ``step.path`` (its place in the definition, e.g. ``definition[2][0]``), ``step.parent``
   (the path of the block that holds it), and the step's options (``timeout``, ``retry``,
-  ``limit``).
+  ``limit``, ``rate``, ``breaker``).
 
-Observer hooks (all but :func:`step_retry_delay`) may be implemented by many plugins; each
-implementation is called in turn, and one that raises is logged on the ``asyncdataflow``
-logger and never breaks the run. Hooks are called on the event loop, in the task that runs
-the step, so ``contextvars`` (and OpenTelemetry's current span) set in ``before_step_run``
-are seen by the step, also when it runs in a thread.
+Observer hooks (all but :func:`step_retry_delay` and :func:`step_slow_down`) may be
+implemented by many plugins; each implementation is called in turn, and one that raises is
+logged on the ``asyncdataflow`` logger and never breaks the run. Hooks are called on the
+event loop, in the task that runs the step, so ``contextvars`` (and OpenTelemetry's
+current span) set in ``before_step_run`` are seen by the step, also when it runs in a
+thread.
 """
 
 from __future__ import annotations
@@ -149,6 +150,64 @@ def after_loop_iteration(
 ) -> None:
     """One iteration of an ``infinity_loop`` flow has finished (``iteration`` counts from
     1). ``run`` is that iteration's run."""
+
+
+@hookspec
+def on_rate_change(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    rate: float,
+    previous: float,
+    pause: float,
+    error: BaseException | None,
+) -> None:
+    """The rate of ``step`` (``step(..., rate=...)``) changed.
+
+    Either a call of the step got a "slow down" answer: ``error`` is that answer, the
+    step's bucket is paused for ``pause`` seconds for every caller and its rate lowered
+    from ``previous`` to ``rate`` calls a second (``rate == previous`` when it was paused
+    already, or is at its floor). Or the rate recovers one step: ``error`` is ``None``,
+    ``pause`` is 0 and ``rate > previous``; it is back at ``step.rate.per_second`` in the
+    end.
+
+    The bucket is shared by every flow that holds the step: the hook is called through
+    the flow whose run saw the change, once.
+    """
+
+
+@hookspec
+def on_breaker_change(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    state: str,
+    previous: str,
+    error: BaseException | None,
+    retry_in: float | None,
+) -> None:
+    """The circuit breaker of ``step`` (``step(..., breaker=...)``) went from ``previous``
+    to ``state``; each is ``"closed"``, ``"open"`` or ``"half_open"``.
+
+    Args:
+        error: the failure that opened it (``None`` for the other changes).
+        retry_in: when it opened, the seconds until it lets a trial call through;
+            otherwise ``None``.
+
+    ``run`` is the run whose call made the change (its failure, the trial call it
+    started, the trial's success). Like the breaker, shared by every flow holding the step.
+    """
+
+
+@hookspec(firstresult=True)
+def step_slow_down(step: StepInfo, error: BaseException) -> float | None:
+    """Whether ``error``, raised by a call of a step that has a ``rate=``, means "slow
+    down": return the seconds the step's callers should pause (0 to only lower the
+    rate), or ``None`` when it does not. The first non-``None`` answer wins.
+
+    The HTTP pack answers for its steps' 429 and 503 responses (``Retry-After``).
+    Without an answer, an exception listed in the step's ``Rate(on=...)`` is a slow-down.
+    """
 
 
 @hookspec(firstresult=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._protect import Breaker, Rate
     from .options import Retry
 
 _counter = itertools.count(1)
@@ -49,6 +50,8 @@ class StepInfo:
         timeout: seconds, or ``None``.
         retry: the retry policy in force (its own, else the flow's default), or ``None``.
         limit: at most this many calls at once across all runs of the flow, or ``None``.
+        rate: its :class:`~asyncdataflow.Rate` (calls a second), or ``None``.
+        breaker: its :class:`~asyncdataflow.Breaker`, or ``None``.
     """
 
     name: str
@@ -62,6 +65,8 @@ class StepInfo:
     timeout: float | None = None
     retry: Retry | None = None
     limit: int | None = None
+    rate: Rate | None = None
+    breaker: Breaker | None = None
 
 
 @dataclass(frozen=True, slots=True)

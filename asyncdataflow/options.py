@@ -4,10 +4,11 @@ and the mark for a cheap sync function that may run on the loop."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ._protect import Breaker, Rate
 from .exceptions import DataFlowDefinitionError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +88,9 @@ class StepOptions:
     timeout: float | None = None
     retry: Retry | None = None
     limit: int | None = None
+    rate: Rate | None = None
+    breaker: Breaker | None = None
+    outputs: tuple[str, ...] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -99,14 +103,34 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     limit: int | None = None,
+    rate: float | Rate | None = None,
+    breaker: Breaker | None = None,
+    outputs: Iterable[str] | None = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
-    ``TimeoutError``), a retry policy, or a concurrency limit shared by every run of the
-    flow, without changing the function. ``step(step(f, name="a"), timeout=1)`` combines."""
+    ``TimeoutError``), a retry policy, a concurrency limit shared by every run of the
+    flow, a rate (``rate=20`` or ``rate=Rate(20, burst=5)``: calls a second), a circuit
+    breaker (``breaker=Breaker(...)``), or the keys it returns (``outputs=("rows",
+    "count")``, checked against the parameters of the steps after it when the flow is
+    built), without changing the function. ``step(step(f, name="a"), timeout=1)``
+    combines."""
+    keys = _output_names(func, outputs)
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
     if limit is not None and limit < 1:
         raise DataFlowDefinitionError(f"step({name or func!r}): limit must be >= 1")
+    if rate is not None and not isinstance(rate, Rate):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise DataFlowDefinitionError(
+                f"step({name or func!r}): rate={rate!r}: give calls a second (> 0), "
+                f"e.g. rate=20, or asyncdataflow.Rate(20, burst=5)"
+            )
+        rate = Rate(rate)
+    if breaker is not None and not isinstance(breaker, Breaker):
+        raise DataFlowDefinitionError(
+            f"step({name or func!r}): breaker={breaker!r}: give an asyncdataflow.Breaker("
+            f"failures=..., reset_after=..., on=(...))"
+        )
     if isinstance(func, StepOptions):
         return StepOptions(
             func.func,
@@ -114,5 +138,32 @@ def step(
             timeout=timeout if timeout is not None else func.timeout,
             retry=retry if retry is not None else func.retry,
             limit=limit if limit is not None else func.limit,
+            rate=rate if rate is not None else func.rate,
+            breaker=breaker if breaker is not None else func.breaker,
+            outputs=keys if keys is not None else func.outputs,
         )
-    return StepOptions(func, name=name, timeout=timeout, retry=retry, limit=limit)
+    return StepOptions(
+        func,
+        name=name,
+        timeout=timeout,
+        retry=retry,
+        limit=limit,
+        rate=rate,
+        breaker=breaker,
+        outputs=keys,
+    )
+
+
+def _output_names(func: Any, outputs: Iterable[str] | None) -> tuple[str, ...] | None:
+    if outputs is None:
+        return None
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    keys = tuple(outputs)
+    bad = [k for k in keys if not isinstance(k, str)]
+    if bad:
+        raise DataFlowDefinitionError(
+            f"step({func!r}): outputs must be names (str), got {bad!r}; "
+            f'write outputs=("rows", "count")'
+        )
+    return tuple(dict.fromkeys(keys))

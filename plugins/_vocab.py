@@ -31,3 +31,29 @@ def check_key(owner: str, key: object) -> str:
 def declare_outputs(step: Any, *keys: str) -> None:
     """Record the keys every call of ``step`` returns."""
     setattr(step, OUTPUTS_ATTR, tuple(keys))
+
+
+def unencoded_userinfo(url: str) -> bool:
+    """Whether ``url`` looks like ``scheme://user:pass/word@host``: a user and password
+    with an unencoded ``/``, ``?`` or ``#``, which every URL parser reads as a host and a
+    port followed by a path (so the password would be shown as part of the path)."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    return ":" in authority and "@" not in authority and "@" in tail
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with everything before its last ``@`` after the scheme replaced by
+    ``***``, for messages about a URL whose password may be anywhere in it."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if sep else "***"
+
+
+USERINFO_HINT = (
+    "its user or password holds an unencoded '/', '?' or '#', so it would be read as a "
+    "host and port followed by a path; percent-encode them in the user and password "
+    "('/' as %2F, '?' as %3F, '#' as %23, '@' as %40)"
+)

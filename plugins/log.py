@@ -12,13 +12,19 @@ Records go to the logger ``asyncdataflow.run`` (:data:`LOGGER_NAME`):
 
 - ``DEBUG``: a run or a step started, finished, or a step was not taken;
 - ``WARNING``: a failed step will be retried;
-- ``ERROR``: a step failed for good (with the traceback) or a run failed.
+- ``ERROR``: a step failed for good (with the traceback) or a run failed;
+- for ``step(..., rate=...)``: ``WARNING`` when a slow-down answer pauses the step's rate
+  (``rate_limited``), ``DEBUG`` for each step of its recovery (``rate_recovered``); for
+  ``step(..., breaker=...)``: ``WARNING`` when the breaker opens (``breaker_open``),
+  ``INFO`` when it half-opens or closes (``breaker_half_open``, ``breaker_closed``).
 
 Each record carries ``extra`` fields, prefixed ``adf_`` so they never clash with
 :class:`logging.LogRecord` attributes: ``adf_flow``, ``adf_run_id``, ``adf_event``, and
 where they apply ``adf_step``, ``adf_path``, ``adf_attempt``, ``adf_duration`` (seconds),
 ``adf_delay``, ``adf_error`` (the exception's type name), ``adf_iteration``,
-``adf_missing``, ``adf_keys`` (output key names).
+``adf_missing``, ``adf_keys`` (output key names), ``adf_rate`` and ``adf_previous_rate``
+(calls a second), ``adf_pause`` (seconds), ``adf_state`` and ``adf_previous_state`` (a
+breaker's), ``adf_retry_in`` (seconds until an open breaker's trial call).
 
 The plugin never configures logging (no handler, no level: that is the application's
 job) and never logs the values of a run's arguments or of a step's input and output, which
@@ -46,6 +52,8 @@ __all__ = [
     "before_flow_run",
     "before_step_run",
     "logger",
+    "on_breaker_change",
+    "on_rate_change",
     "on_step_error",
     "on_step_retry",
     "on_step_skipped",
@@ -331,3 +339,81 @@ def after_loop_iteration(
             type(error).__name__,
             extra=extra,
         )
+
+
+@hookimpl
+def on_rate_change(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    rate: float,
+    previous: float,
+    pause: float,
+    error: BaseException | None,
+) -> None:
+    more = {"adf_rate": rate, "adf_previous_rate": previous, "adf_pause": pause}
+    if error is None:
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug(
+                "flow %s run %s: step %s at %s rate recovers to %.3g/s",
+                flow.name,
+                _run_id(run),
+                step.name,
+                step.path,
+                rate,
+                extra=_step_extra("rate_recovered", flow, run, step, **more),
+            )
+        return
+    logger.warning(
+        "flow %s run %s: step %s at %s was told to slow down (%s: %s): paused %.3fs, "
+        "rate %.3g/s (was %.3g/s)",
+        flow.name,
+        _run_id(run),
+        step.name,
+        step.path,
+        type(error).__name__,
+        error,
+        pause,
+        rate,
+        previous,
+        extra=_step_extra("rate_limited", flow, run, step, adf_error=type(error).__name__, **more),
+    )
+
+
+@hookimpl
+def on_breaker_change(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    state: str,
+    previous: str,
+    error: BaseException | None,
+    retry_in: float | None,
+) -> None:
+    more: dict[str, Any] = {"adf_state": state, "adf_previous_state": previous}
+    if state == "open":
+        more["adf_retry_in"] = retry_in
+        if error is not None:
+            more["adf_error"] = type(error).__name__
+        logger.warning(
+            "flow %s run %s: step %s at %s circuit breaker opened (%s: %s); trial call in %.3fs",
+            flow.name,
+            _run_id(run),
+            step.name,
+            step.path,
+            type(error).__name__ if error is not None else None,
+            error,
+            retry_in or 0.0,
+            extra=_step_extra("breaker_open", flow, run, step, **more),
+        )
+        return
+    logger.info(
+        "flow %s run %s: step %s at %s circuit breaker %s (was %s)",
+        flow.name,
+        _run_id(run),
+        step.name,
+        step.path,
+        state.replace("_", "-"),
+        previous.replace("_", "-"),
+        extra=_step_extra(f"breaker_{state}", flow, run, step, **more),
+    )

@@ -22,6 +22,12 @@ flow's ``name``, ``step`` the step's display name; ``outcome`` is ``ok``, ``erro
 - ``<ns>_step_retries_total{flow, step}``: retries scheduled.
 - ``<ns>_step_skips_total{flow, step}``: steps not taken.
 - ``<ns>_loop_iterations_total{flow, outcome}``: finished iterations of infinity loops.
+- ``<ns>_step_rate{flow, step}``: gauge, the current rate (calls a second) of a
+  ``step(..., rate=...)`` (from its first finished attempt).
+- ``<ns>_step_rate_limited_total{flow, step}``: slow-down answers that paused the rate.
+- ``<ns>_step_breaker_state{flow, step}``: gauge, the state of a ``step(...,
+  breaker=...)`` (from its first finished attempt): 0 closed, 1 open, 2 half-open.
+- ``<ns>_step_breaker_opened_total{flow, step}``: times the breaker opened.
 
 Give flows a ``name=``: the default name holds the object's id, a new label value per
 flow object.
@@ -56,6 +62,10 @@ __all__ = ["MetricsPlugin"]
 #: the namespaces a MetricsPlugin holds on each registry (prometheus refuses a second set
 #: of the same metric names with a bare "Duplicated timeseries" error)
 _TAKEN: weakref.WeakKeyDictionary[CollectorRegistry, set[str]] = weakref.WeakKeyDictionary()
+
+
+#: the value of ``<ns>_step_breaker_state`` for each state
+BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
 
 
 def _outcome(error: BaseException | None) -> str:
@@ -132,6 +142,37 @@ class MetricsPlugin:
         self.skips = Counter(
             "step_skips", "Steps not taken.", ["flow", "step"], namespace=namespace, registry=reg
         )
+        self.rate = Gauge(
+            "step_rate",
+            "Current rate (calls a second) of a step with rate=.",
+            ["flow", "step"],
+            namespace=namespace,
+            registry=reg,
+        )
+        self.rate_limited = Counter(
+            "step_rate_limited",
+            "Slow-down answers that paused a step's rate.",
+            ["flow", "step"],
+            namespace=namespace,
+            registry=reg,
+        )
+        self.breaker_state = Gauge(
+            "step_breaker_state",
+            "Circuit breaker state of a step with breaker=: 0 closed, 1 open, 2 half-open.",
+            ["flow", "step"],
+            namespace=namespace,
+            registry=reg,
+        )
+        self.breaker_opened = Counter(
+            "step_breaker_opened",
+            "Times a step's circuit breaker opened.",
+            ["flow", "step"],
+            namespace=namespace,
+            registry=reg,
+        )
+        self._seen: set[tuple[str, str]] = set()
+        self._rates: set[tuple[str, str]] = set()
+        self._breakers: set[tuple[str, str]] = set()
         self.loop_iterations = Counter(
             "loop_iterations",
             "Finished infinity-loop iterations.",
@@ -157,6 +198,8 @@ class MetricsPlugin:
 
     @hookimpl
     def after_step_run(self, flow: DataFlow, step: StepInfo, duration: float) -> None:
+        if step.rate is not None or step.breaker is not None:
+            self._protected(flow, step)
         self.steps.labels(flow.name, step.name, "ok").inc()
         self.step_duration.labels(flow.name, step.name, "ok").observe(duration)
 
@@ -164,6 +207,8 @@ class MetricsPlugin:
     def on_step_error(
         self, flow: DataFlow, step: StepInfo, error: BaseException, duration: float
     ) -> None:
+        if step.rate is not None or step.breaker is not None:
+            self._protected(flow, step)
         outcome = _outcome(error)
         self.steps.labels(flow.name, step.name, outcome).inc()
         self.step_duration.labels(flow.name, step.name, outcome).observe(duration)
@@ -179,3 +224,31 @@ class MetricsPlugin:
     @hookimpl
     def after_loop_iteration(self, flow: DataFlow, error: BaseException | None) -> None:
         self.loop_iterations.labels(flow.name, _outcome(error)).inc()
+
+    def _protected(self, flow: DataFlow, step: StepInfo) -> None:
+        """The first time a step with rate= or breaker= is seen: its gauges start at the
+        configured rate and closed (hooks tell every change after that)."""
+        key = (flow.name, step.name)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if step.rate is not None and key not in self._rates:
+            self.rate.labels(*key).set(step.rate.per_second)
+        if step.breaker is not None and key not in self._breakers:
+            self.breaker_state.labels(*key).set(0)
+
+    @hookimpl
+    def on_rate_change(
+        self, flow: DataFlow, step: StepInfo, rate: float, error: BaseException | None
+    ) -> None:
+        self._rates.add((flow.name, step.name))
+        self.rate.labels(flow.name, step.name).set(rate)
+        if error is not None:
+            self.rate_limited.labels(flow.name, step.name).inc()
+
+    @hookimpl
+    def on_breaker_change(self, flow: DataFlow, step: StepInfo, state: str) -> None:
+        self._breakers.add((flow.name, step.name))
+        self.breaker_state.labels(flow.name, step.name).set(BREAKER_STATES[state])
+        if state == "open":
+            self.breaker_opened.labels(flow.name, step.name).inc()

@@ -22,6 +22,14 @@ Attributes: ``asyncdataflow.flow``, ``asyncdataflow.run.id``,
 i.e. attempt > 1), ``asyncdataflow.step.retry_delay`` (the pause before it) and
 ``asyncdataflow.step.missing`` (skipped steps) on step spans. Argument and result values are
 never recorded.
+
+Span events, on the span of the step attempt that saw them: ``asyncdataflow.rate_limited``
+(a slow-down answer paused a ``rate=`` step; attributes ``asyncdataflow.rate``,
+``asyncdataflow.rate.previous``, ``asyncdataflow.rate.pause``, ``asyncdataflow.error``),
+``asyncdataflow.rate_recovered`` (its rate grew one step) and
+``asyncdataflow.breaker.<state>`` (a ``breaker=`` changed state: ``open``,
+``half_open``, ``closed``; attributes ``asyncdataflow.breaker.previous``,
+``asyncdataflow.breaker.retry_in``, ``asyncdataflow.error``).
 """
 
 from __future__ import annotations
@@ -169,6 +177,55 @@ class TracingPlugin:
             },
         )
         span.end(end_time=now)
+
+    # -- rate= and breaker= ---------------------------------------------------------
+
+    def _event(
+        self, run: RunInfo | None, step: StepInfo, name: str, attributes: dict[str, Any]
+    ) -> None:
+        entry = self._steps.get(self._key(run, step))
+        if entry is None and run is not None:
+            entry = self._runs.get(run.id)
+        span = entry[0] if entry is not None else trace.get_current_span()
+        span.add_event(name, attributes)
+
+    @hookimpl
+    def on_rate_change(
+        self,
+        run: RunInfo,
+        step: StepInfo,
+        rate: float,
+        previous: float,
+        pause: float,
+        error: BaseException | None,
+    ) -> None:
+        attributes: dict[str, Any] = {
+            "asyncdataflow.rate": rate,
+            "asyncdataflow.rate.previous": previous,
+        }
+        if error is None:
+            self._event(run, step, "asyncdataflow.rate_recovered", attributes)
+            return
+        attributes["asyncdataflow.rate.pause"] = pause
+        attributes["asyncdataflow.error"] = type(error).__name__
+        self._event(run, step, "asyncdataflow.rate_limited", attributes)
+
+    @hookimpl
+    def on_breaker_change(
+        self,
+        run: RunInfo,
+        step: StepInfo,
+        state: str,
+        previous: str,
+        error: BaseException | None,
+        retry_in: float | None,
+    ) -> None:
+        attributes: dict[str, Any] = {"asyncdataflow.breaker.previous": previous}
+        if retry_in is not None:
+            attributes["asyncdataflow.breaker.retry_in"] = retry_in
+        if error is not None:
+            attributes["asyncdataflow.error"] = type(error).__name__
+        self._event(run, step, f"asyncdataflow.breaker.{state}", attributes)
 
 
 def _fail(span: Span, error: BaseException) -> None:

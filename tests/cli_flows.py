@@ -103,7 +103,7 @@ ticking = DataFlow((Ticker(),), infinity_loop=True, interval=0.01, name="ticking
 # graph: an args_mapper step with declared outputs, a partial and a nested named flow
 inner = DataFlow((hello, echo), name="inner")
 mapped = DataFlow(
-    (args_mapper(square, input={"n": "number"}, output={"square": "sq"}), (inner, stamp)),
+    (args_mapper(square, input={"n": "number"}, output={"square": "name"}), (inner, stamp)),
     name="mapped",
 )
 

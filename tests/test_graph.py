@@ -96,7 +96,9 @@ def test_outputs_come_from_args_mapper_and_typed_dict_annotations() -> None:
             Lookup(),
             args_mapper(functools.partial(split), input={"value": "v"}),
             first,
-        )
+        ),
+        # the steps do not feed each other: with "all" each may take the call's arguments
+        args_visibility="all",
     )
     text = to_mermaid(flow)
     assert 'n0["split<br/>in: value<br/>out: left, right"]' in text

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _protect_scenario import Throttled, scenario
 
 import asyncdataflow
-from asyncdataflow import DataFlow, Retry, hookimpl, hookspecs, step
+from asyncdataflow import DataFlow, Rate, Retry, hookimpl, hookspecs, step
 from asyncdataflow.exceptions import (
     DataFlowFunctionResultError,
 )
@@ -602,6 +603,105 @@ async def test_step_hooks_alone_get_a_run() -> None:
     assert seen[0] is seen[1]
 
 
+# -- rate= and breaker= ------------------------------------------------------------------
+
+
+class Protection:
+    """Records on_rate_change and on_breaker_change with every argument."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    @hookimpl
+    def on_rate_change(
+        self,
+        flow: Any,
+        run: Any,
+        step: Any,
+        rate: float,
+        previous: float,
+        pause: float,
+        error: BaseException | None,
+    ) -> None:
+        self.calls.append(("on_rate_change", dict(locals())))
+
+    @hookimpl
+    def on_breaker_change(
+        self,
+        flow: Any,
+        run: Any,
+        step: Any,
+        state: str,
+        previous: str,
+        error: BaseException | None,
+        retry_in: float | None,
+    ) -> None:
+        self.calls.append(("on_breaker_change", dict(locals())))
+
+
+async def test_on_rate_change_and_on_breaker_change_tell_every_change_in_order() -> None:
+    seen = Protection()
+    flow = await scenario([seen])
+    got = [
+        (name, kw.get("state") or kw["rate"], kw.get("previous"), type(kw["error"]).__name__)
+        for name, kw in seen.calls
+    ]
+    assert got == [
+        ("on_rate_change", 50.0, 100.0, "Throttled"),
+        ("on_breaker_change", "open", "closed", "ConnectionError"),
+        ("on_breaker_change", "half_open", "open", "NoneType"),
+        ("on_breaker_change", "closed", "half_open", "NoneType"),
+        ("on_rate_change", 60.0, 50.0, "NoneType"),
+    ]
+    for _, kw in seen.calls:
+        assert kw["flow"] is flow and kw["step"].name == "api"
+        assert isinstance(kw["run"], RunInfo)
+    rate_change = seen.calls[0][1]
+    assert rate_change["pause"] == Throttled.retry_after
+    assert seen.calls[-1][1]["pause"] == 0.0
+    opened = seen.calls[1][1]
+    assert opened["retry_in"] == pytest.approx(30, abs=1)
+    assert seen.calls[2][1]["retry_in"] is None
+
+
+async def test_step_slow_down_decides_what_says_slow_down() -> None:
+    class Quota:
+        @hookimpl
+        def step_slow_down(self, step: Any, error: BaseException) -> float | None:
+            return 0.01 if isinstance(error, LookupError) else None
+
+    seen = Protection()
+
+    async def lookup(n: int) -> dict[str, int]:
+        if n:
+            raise KeyError(n)  # not listed in Rate(on=...), but the plugin says so
+        return {"m": n}
+
+    flow = DataFlow((step(lookup, rate=Rate(10)),), plugins=[Quota(), seen])
+    await flow(n=0)
+    with pytest.raises(KeyError):
+        await flow(n=1)
+    assert [(kw["rate"], kw["pause"]) for _, kw in seen.calls] == [(5.0, 0.01)]
+
+
+async def test_a_failing_protection_observer_is_logged_and_never_breaks_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        @hookimpl
+        def on_breaker_change(self) -> None:
+            raise RuntimeError("observer broke")
+
+        @hookimpl
+        def on_rate_change(self) -> None:
+            raise RuntimeError("observer broke")
+
+    with caplog.at_level(logging.ERROR, logger="asyncdataflow"):
+        await scenario([Broken()])
+    failed = [r.getMessage() for r in caplog.records if "failed in hook" in r.getMessage()]
+    assert len(failed) == 5
+
+
 # -- meta: every hook is tested here and documented -------------------------------------
 
 
@@ -618,6 +718,9 @@ def test_every_hook_is_tested_here_and_documented() -> None:
             "on_step_retry",
             "after_loop_iteration",
             "step_retry_delay",
+            "on_rate_change",
+            "on_breaker_change",
+            "step_slow_down",
         ]
     )
     tests = {

@@ -18,8 +18,10 @@ from asyncdataflow.exceptions import DataFlowDefinitionError, DataFlowRunError
 from asyncdataflow.plugins import files, http, mysql
 
 try:
+    from _loopback import serve
     from _mysql_server import NOWHERE, Tables, sql
 except ImportError:  # tests/ imported as a package
+    from tests._loopback import serve  # type: ignore[no-redef]
     from tests._mysql_server import NOWHERE, Tables, sql  # type: ignore[no-redef]
 
 OUTPUTS = "__asyncdataflow_outputs__"
@@ -55,13 +57,8 @@ async def base() -> AsyncIterator[str]:
     app.router.add_get("/pages", _page)
     app.router.add_get("/users", _users)
     app.router.add_get("/orders", _orders)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 # --- declared outputs and parameters ----------------------------------------------------

@@ -11,6 +11,11 @@ twice at once (different call arguments, one loop) and every run is compared wit
 :class:`Model`, a direct recursive reading of SPEC 2-5: the result (or the kind of
 exception), the steps that ran and the arguments each one got, and, when an observer
 plugin is attached, the steps reported as not taken.
+
+About half the steps declare their outputs (``step(..., outputs=...)`` or a ``TypedDict``
+return annotation, sometimes with a key they never return), so the wiring check of SPEC 11
+runs on every flow. When it refuses one, no step it names may be taken by the model, for
+the drawn calls nor for any set of call arguments (:func:`reach`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import itertools
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from hypothesis import event, given, note
 from hypothesis import strategies as st
@@ -32,6 +38,7 @@ from asyncdataflow.exceptions import (
     DataFlowFunctionResultError,
     DataFlowMergeResultError,
     DataFlowRoutingError,
+    DataFlowWiringError,
 )
 
 KEYS = "abcdef"
@@ -59,6 +66,11 @@ class StepSpec:
     outputs: tuple[tuple[str, int, str | None], ...]  # (key, constant, added argument)
     ret: str  # "dict" | "none" | "raise" | "bad"
     options: bool  # wrapped in asyncdataflow.step(..., timeout=...)
+    declare: str = "no"  # "no" | "step" (step(outputs=)) | "typeddict" (return annotation)
+    extra: tuple[str, ...] = ()  # declared keys it never returns
+
+    def declared(self) -> tuple[str, ...]:
+        return tuple(k for k, _, _ in self.outputs) + self.extra
 
     def output(self, args: dict[str, int]) -> dict[str, int]:
         return {k: (c + (args[p] if p is not None else 0)) % 3 for k, c, p in self.outputs}
@@ -156,10 +168,15 @@ def build_step(spec: StepSpec) -> Any:
         func = ns[f"step_{spec.id}"]
         if spec.kind == "inline":
             asyncdataflow.inline(func)
+        if spec.declare == "typeddict":
+            keys = {k: int for k in spec.declared()}
+            func.__annotations__["return"] = TypedDict(f"Out{spec.id}", keys, total=False)  # type: ignore[operator]
         if spec.form == "partial":
             func = functools.partial(func, **dict(spec.bound))
         if spec.form == "mapper":
             func = asyncdataflow.args_mapper(func, input={own(n): n for n, _ in spec.params})
+    if spec.declare == "step":
+        func = asyncdataflow.step(func, outputs=spec.declared())
     if spec.options:
         func = asyncdataflow.step(func, name=f"step_{spec.id}", timeout=60)
     return func
@@ -281,6 +298,66 @@ class Model:
         return out
 
 
+def reach(
+    node: Any, d: frozenset[str], visibility: str, init: frozenset[str], seen: set[int]
+) -> frozenset[str] | None:
+    """SPEC 4-5 on key sets alone: which steps some run with call arguments ``init`` can
+    take, every step returning all it may (no merge conflict, no failure stops the run).
+    Returns the keys a node passes on, or None when it is not taken."""
+
+    def combine(d: frozenset[str], r: frozenset[str]) -> frozenset[str]:
+        return r if visibility == "previous" else (init if visibility == "initial" else d) | r
+
+    if isinstance(node, StepSpec):
+        if not all(n in d for n, default in node.params if default is REQUIRED):
+            return None
+        seen.add(node.id)
+        return combine(d, frozenset(k for k, _, _ in node.outputs))
+    if isinstance(node, Par):
+        outs = [o for b in node.branches if (o := reach(b, d, visibility, init, seen)) is not None]
+        return frozenset().union(*outs) if outs else None
+    for i, item in enumerate(node.items):
+        out = reach(item, d, visibility, init, seen)
+        if out is None:
+            if i == 0 or isinstance(item, Par):
+                return None  # not taken, or a routing error: nothing after it runs
+            continue
+        d = out
+    return d
+
+
+def paths(node: Any, path: str, out: dict[str, int]) -> dict[str, int]:
+    if isinstance(node, StepSpec):
+        out[path] = node.id
+    else:
+        children = node.items if isinstance(node, Seq) else node.branches
+        for i, child in enumerate(children):
+            paths(child, f"{path}[{i}]", out)
+    return out
+
+
+def check_refusal(
+    error: DataFlowWiringError, root: Seq, visibility: str, calls: list[dict[str, int]]
+) -> None:
+    """The check refused the flow: no step it names may ever be taken."""
+    ids = paths(root, "definition", {})
+    refused = {ids[path] for path, _ in error.problems}
+    assert refused, error
+    for kwargs in calls:
+        model = Model(visibility, kwargs)
+        try:
+            model.run(root)
+        except ModelError:
+            pass
+        assert not refused & {i for i, _ in model.calls}, (error, kwargs)
+    for n in range(len(KEYS) + 1):
+        for keys in itertools.combinations(KEYS, n):
+            seen: set[int] = set()
+            init = frozenset(keys)
+            reach(root, init, visibility, init, seen)
+            assert not refused & seen, (error, keys)
+
+
 # -- the strategies ----------------------------------------------------------------------
 
 
@@ -305,6 +382,11 @@ def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
             )
         )
     )
+    declare = draw(
+        st.sampled_from(["no", "step", "typeddict"] if form != "object" else ["no", "step"])
+    )
+    extra = () if declare == "no" or draw(st.integers(0, 3)) else (draw(st.sampled_from(KEYS)),)
+    extra = tuple(k for k in extra if k not in {o[0] for o in outputs})
     roll = draw(st.integers(0, 99))
     ret = "dict" if roll < 85 else "none" if roll < 93 else "raise" if roll < 97 else "bad"
     return StepSpec(
@@ -317,6 +399,8 @@ def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
         outputs=outputs,
         ret=ret,
         options=draw(st.integers(0, 9)) == 0,
+        declare=declare,
+        extra=extra,
     )
 
 
@@ -392,7 +476,12 @@ def test_executor_agrees_with_the_model(case: tuple[Seq, str, bool, list[dict[st
             for i, f in funcs.items()
         }
         plugins.append(SkipObserver(ids))
-    flow = DataFlow(definition, args_visibility=visibility, plugins=plugins)
+    try:
+        flow = DataFlow(definition, args_visibility=visibility, plugins=plugins)
+    except DataFlowWiringError as error:
+        event(f"{visibility}: refused by the wiring check")
+        check_refusal(error, root, visibility, calls)
+        return
     note(f"definition: {definition!r}\nvisibility={visibility}\n{flow.source}")
     outcomes = asyncio.run(run_all(flow, calls))
 

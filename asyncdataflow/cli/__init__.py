@@ -1,5 +1,5 @@
-"""The ``asyncdataflow`` command: run a flow, map it over a JSON Lines file, draw it, and
-list the loaded plugins.
+"""The ``asyncdataflow`` command: run a flow, map it over a JSON Lines file, draw it, check
+its wiring, and list the loaded plugins.
 
 One module per subcommand; each has ``register(commands)``, which adds its parser to the
 ``argparse`` subparsers and sets ``handler`` (a function of the parsed arguments that
@@ -8,10 +8,11 @@ Shared pieces: :mod:`.target` (loading ``MODULE:ATTR``), :mod:`.kwargs` (``key=v
 ``key:=JSON``), :mod:`.output` (JSON output and error records), :mod:`.progress` (the
 progress bar) and :mod:`.errors` (usage errors).
 
-Exit codes: 0 success; 1 a run failed (``run``), at least one input failed (``map``) or
-Graphviz failed; 2 a mistake on the command line the user can fix (an import path that
-does not resolve, an attribute that is not a flow, a bad ``key=value``, a missing file,
-Graphviz not installed); 128 + signal number when a run was cancelled by a signal.
+Exit codes: 0 success; 1 a run failed (``run``), at least one input failed (``map``),
+Graphviz failed or ``check`` found a problem; 2 a mistake on the command line the user
+can fix (an import path that does not resolve, an attribute that is not a flow, a bad
+``key=value``, a missing file, Graphviz not installed); 128 + signal number when a run
+was cancelled by a signal.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import graph, map, plugins, run
+from . import check, graph, map, plugins, run
 from .errors import PROG, UsageError, fail
 from .kwargs import parse_kwargs
 from .target import load_flow
@@ -33,7 +34,13 @@ __all__ = ["COMMANDS", "UsageError", "build_parser", "load_flow", "main", "parse
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 #: every subcommand's ``register``, in the order ``--help`` lists them
-COMMANDS: tuple[Register, ...] = (run.register, map.register, graph.register, plugins.register)
+COMMANDS: tuple[Register, ...] = (
+    run.register,
+    map.register,
+    graph.register,
+    check.register,
+    plugins.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import signal
 import sys
 from typing import Any
 
 from .._compiler import guard_missing
+from .._names import closest
 from ..flow import DataFlow
 from ..hookspecs import hookimpl
 from .errors import PROG, UsageError, fail, format_exception
@@ -112,9 +112,9 @@ def _missing_arguments(flow: DataFlow, kwargs: dict[str, Any]) -> str | None:
     hint = " ".join(f"{name}=..." for name in needed)
     message = f"the flow needs {' or '.join(needed)} ({steps}); pass {hint} (or NAME:=JSON)"
     for given in kwargs:
-        close = difflib.get_close_matches(given, needed, n=1)
+        close = closest(given, needed)
         if close and given not in needed:
-            message += f"; did you mean {close[0]}= instead of {given}=?"
+            message += f"; did you mean {close}= instead of {given}=?"
     return message
 
 

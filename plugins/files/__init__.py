@@ -4,7 +4,9 @@ aiofiles so the event loop never waits on the disk. Needs ``pip install
 "asyncdataflow[files]"``. See docs/files.md.
 """
 
+from .._errors import StepArgumentError
 from ._chunks import CHUNK_FORMATS
+from ._durable import FileCheckpoints, FileDeadLetters, checkpoints, dead_letters
 from ._formats import FORMATS
 from ._paths import FilesArgumentError, PathOutsideBaseDirError
 from ._steps import MODES, ChunkedReader, Reader, Writer, reader, writer
@@ -14,10 +16,15 @@ __all__ = [
     "FORMATS",
     "MODES",
     "ChunkedReader",
+    "FileCheckpoints",
+    "FileDeadLetters",
     "FilesArgumentError",
     "PathOutsideBaseDirError",
     "Reader",
+    "StepArgumentError",
     "Writer",
+    "checkpoints",
+    "dead_letters",
     "reader",
     "writer",
 ]

@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from .._errors import StepArgumentError
+
 FORMATS = ("text", "bytes", "json", "jsonl", "csv")
 
 #: Records converted between two yields to the event loop.
@@ -32,7 +34,7 @@ def _records(data: Any, step: str, fmt: str) -> Iterable[Any]:
     if isinstance(data, Mapping):
         return (data,)
     if isinstance(data, str | bytes | bytearray | memoryview) or not isinstance(data, Iterable):
-        raise TypeError(
+        raise StepArgumentError(
             f"{step}: format {fmt!r} takes data as a list (any iterable) of records or a "
             f"single mapping, got {type(data).__name__}"
         )
@@ -60,14 +62,14 @@ async def encode(
     if fmt == "bytes":
         if isinstance(data, bytes | bytearray | memoryview):
             return [data]
-        raise TypeError(
+        raise StepArgumentError(
             f"{step}: format 'bytes' takes bytes, bytearray or memoryview data, got "
             f"{type(data).__name__}; use format='text' for a str"
         )
     encoder = codecs.getincrementalencoder(encoding)()
     if fmt == "text":
         if not isinstance(data, str):
-            raise TypeError(
+            raise StepArgumentError(
                 f"{step}: format 'text' takes str data, got {type(data).__name__}; use "
                 "format='bytes' for bytes or 'json'/'jsonl' for structured data"
             )
@@ -110,7 +112,7 @@ def csv_rows(data: Any, step: str) -> list[Mapping[str, Any]]:
     rows = list(_records(data, step, "csv"))
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise TypeError(
+            raise StepArgumentError(
                 f"{step}: format 'csv' takes a list of mappings (dicts), but record "
                 f"{index} is {type(row).__name__}"
             )
@@ -135,7 +137,7 @@ async def _encode_csv(
         for index, row in enumerate(rows):
             extra = [key for key in row if key not in known]
             if extra:
-                raise ValueError(
+                raise StepArgumentError(
                     f"{step}: record {index} has keys {extra} that are not columns of the "
                     f"file's header {list(header)}; appended rows must fit the header"
                 )

@@ -10,6 +10,8 @@ from typing import Any
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
+from .._errors import StepArgumentError
+
 
 class FilesArgumentError(DataFlowDefinitionError, ValueError):
     """A ``files.reader(...)`` / ``files.writer(...)`` factory got a bad argument.
@@ -18,7 +20,7 @@ class FilesArgumentError(DataFlowDefinitionError, ValueError):
     """
 
 
-class PathOutsideBaseDirError(ValueError):
+class PathOutsideBaseDirError(StepArgumentError):
     """A path given to a step with ``base_dir`` resolves outside ``base_dir``.
 
     Raised before anything is opened or created. ``step``, ``path`` and ``base_dir`` are
@@ -37,13 +39,16 @@ class PathOutsideBaseDirError(ValueError):
         )
 
 
-def as_path_str(value: Any, what: str, owner: str) -> str:
-    """``value`` as a ``str`` path, or :class:`FilesArgumentError`."""
+def as_path_str(
+    value: Any, what: str, owner: str, error: type[Exception] = FilesArgumentError
+) -> str:
+    """``value`` as a ``str`` path, or ``error`` (:class:`FilesArgumentError` for a
+    factory's argument, :class:`StepArgumentError` for a value the flow passed)."""
     if isinstance(value, str | os.PathLike):
         path = os.fspath(value)
         if isinstance(path, str):
             return path
-    raise FilesArgumentError(
+    raise error(
         f"{owner}: {what} must be a str or os.PathLike naming a file, got "
         f"{type(value).__name__} {value!r}"
     )

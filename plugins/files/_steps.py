@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
 
 from asyncdataflow._pickling import PicklesAsConfig
 
+from .._errors import StepArgumentError
 from .._vocab import DATA, check_key, declare_outputs
 from ._chunks import CHUNK_FORMATS, read_chunks
 from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
@@ -107,9 +108,15 @@ class _FileStep(PicklesAsConfig):
     async def _target(self, kwargs: dict[str, Any]) -> str:
         """The file this call works on: the template filled in, confined to base_dir."""
         if self.template is None:
-            path = as_path_str(kwargs["path"], "the path argument", self.name)
+            path = as_path_str(kwargs["path"], "the path argument", self.name, StepArgumentError)
         else:
-            path = fill(self.template, kwargs)
+            try:
+                path = fill(self.template, kwargs)
+            except (TypeError, ValueError) as error:  # {n:03d} given a str, say
+                raise StepArgumentError(
+                    f"{self.name}: cannot fill the path template {self.template!r} with "
+                    f"{ {f: kwargs[f] for f in self.fields}!r}: {error}"
+                ) from None
         if self.base_dir is None:
             return path
         return await _resolve_inside(path, self._base_real, self.base_dir, self.name)
@@ -229,9 +236,13 @@ class Writer(_FileStep):
     async def _encode(self, data: Any, target: str, header: list[str] | None = None) -> Chunks:
         try:
             return await encode(self.format, data, self.encoding, self.name, csv_header=header)
-        except (TypeError, ValueError) as error:
+        except StepArgumentError as error:
             error.add_note(f"{self.name}: data for {target!r} not written")
             raise
+        except (TypeError, ValueError) as error:  # json's, a codec's: say which step
+            raise StepArgumentError(
+                f"{self.name}: data for {target!r} not written: {type(error).__name__}: {error}"
+            ) from error
 
     async def _mkdirs(self, target: str) -> str:
         directory = os.path.dirname(target)

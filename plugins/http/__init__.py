@@ -15,14 +15,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._errors import StepArgumentError
+from ._url import add_secret_names
+
 if TYPE_CHECKING:
     from ._steps import Reader, SelectError, Writer, reader, writer
 
-__all__ = ["Reader", "SelectError", "Writer", "reader", "writer"]
+__all__ = [
+    "Reader",
+    "SelectError",
+    "StepArgumentError",
+    "Writer",
+    "add_secret_names",
+    "reader",
+    "writer",
+]
+_LAZY = frozenset(__all__) - {"add_secret_names", "StepArgumentError"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in _LAZY:
         from . import _steps  # raises ImportError naming the extra when aiohttp is missing
 
         return getattr(_steps, name)

@@ -1,4 +1,5 @@
-"""The HTTP pack's pluggy plugin: honour a server's ``Retry-After``.
+"""The HTTP pack's pluggy plugin: honour a server's ``Retry-After``, in retries and in the
+rate of a ``step(..., rate=...)``.
 
 Loaded through the ``asyncdataflow`` entry point ``http``. It must stay cheap to import
 and must not need aiohttp: it looks aiohttp up in ``sys.modules`` when a step fails (an
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asyncdataflow.hookspecs import hookimpl
 from asyncdataflow.options import Retry
@@ -44,6 +45,32 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(seconds, 0.0)
 
 
+def _response_error(error: BaseException) -> Any:
+    """``error`` if it is a 429 or 503 ``aiohttp.ClientResponseError``, else ``None``."""
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is None or not isinstance(error, aiohttp.ClientResponseError):
+        return None
+    return error if error.status in RETRY_AFTER_STATUSES else None
+
+
+def _retry_after(error: Any) -> float | None:
+    return parse_retry_after(error.headers.get("Retry-After")) if error.headers else None
+
+
+@hookimpl
+def step_slow_down(error: BaseException) -> float | None:
+    """A 429 or 503 response says "slow down" to a step with ``rate=``: pause for its
+    ``Retry-After``. A 429 without one only lowers the rate (0 seconds of pause); a 503
+    without one is an outage, not a slow-down (a ``breaker=`` deals with those)."""
+    response = _response_error(error)
+    if response is None:
+        return None
+    seconds = _retry_after(response)
+    if seconds is None:
+        return 0.0 if response.status == 429 else None
+    return seconds
+
+
 @hookimpl(tryfirst=True)
 def step_retry_delay(step: StepInfo, error: BaseException, attempt: int) -> float | None:
     """For a 429 or 503 ``aiohttp.ClientResponseError`` with a ``Retry-After`` header, wait
@@ -53,12 +80,8 @@ def step_retry_delay(step: StepInfo, error: BaseException, attempt: int) -> floa
     policy = step.retry
     if not isinstance(policy, Retry):
         return None
-    aiohttp = sys.modules.get("aiohttp")
-    if aiohttp is None or not isinstance(error, aiohttp.ClientResponseError):
-        return None
-    if error.status not in RETRY_AFTER_STATUSES or not error.headers:
-        return None
-    seconds = parse_retry_after(error.headers.get("Retry-After"))
+    response = _response_error(error)
+    seconds = None if response is None else _retry_after(response)
     if seconds is None:
         return None
     return policy.delay(error, attempt, retry_after=seconds)

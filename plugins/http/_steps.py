@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import inspect
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -14,17 +15,32 @@ from asyncdataflow.exceptions import DataFlowDefinitionError
 
 try:
     import aiohttp
-    from multidict import CIMultiDict
+    from multidict import CIMultiDict, CIMultiDictProxy
     from yarl import URL
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'asyncdataflow.plugins.http needs aiohttp: pip install "asyncdataflow[http]"'
     ) from e
 
-from .._vocab import DATA, check_key, declare_outputs
+from .._errors import PackDefinitionError, StepArgumentError
+from .._vocab import (
+    DATA,
+    USERINFO_HINT,
+    check_key,
+    declare_outputs,
+    unencoded_userinfo,
+    without_userinfo,
+)
 from ._select import SelectError, parse_select, select_path
 from ._session import SessionHolder
-from ._url import fill_template, is_secret_name, redact_headers, redact_url, template_fields
+from ._url import (
+    DOT_SEGMENTS,
+    fill_template,
+    is_secret_name,
+    redact_headers,
+    redact_url,
+    template_fields,
+)
 
 __all__ = ["Paginator", "Reader", "SelectError", "Writer", "reader", "writer"]
 
@@ -45,7 +61,7 @@ def _basic(login: str, password: str) -> str:
     """An ``Authorization: Basic`` value (RFC 7617, UTF-8). aiohttp 3.14 deprecates its
     ``auth=``/``BasicAuth``, so the step always sends credentials as this header."""
     if ":" in login:
-        raise ValueError('a ":" is not allowed in a Basic auth login (RFC 7617)')
+        raise StepArgumentError('a ":" is not allowed in a Basic auth login (RFC 7617)')
     return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
 
 
@@ -103,14 +119,24 @@ def _without_secrets(headers: CIMultiDict[str] | None) -> CIMultiDict[str] | Non
     return CIMultiDict((k, v) for k, v in headers.items() if not is_secret_name(k))
 
 
+def _redacted_request(info: aiohttp.RequestInfo) -> aiohttp.RequestInfo:
+    """The request's info with secret query values and headers masked: aiohttp puts the
+    URL into the error's text, which ends up in tracebacks and logs."""
+    return aiohttp.RequestInfo(
+        URL(redact_url(info.url)),
+        info.method,
+        CIMultiDictProxy(CIMultiDict(redact_headers(info.headers.items()))),
+        URL(redact_url(info.real_url)),
+    )
+
+
 def _check_status(response: aiohttp.ClientResponse) -> None:
-    """Raise aiohttp's own ClientResponseError for any status outside 2xx."""
+    """Raise aiohttp's own ClientResponseError for any status outside 2xx (with the
+    request's secrets masked)."""
     if 200 <= response.status < 300:
         return
-    if response.status >= 400:
-        response.raise_for_status()
     raise aiohttp.ClientResponseError(
-        response.request_info,
+        _redacted_request(response.request_info),
         response.history,
         status=response.status,
         message=response.reason or "",
@@ -145,6 +171,8 @@ class _HttpStep(PicklesAsConfig):
         where = f"http.{self._kind}({self._method} {shown_url})"
         if url is not None and not isinstance(url, str | URL):
             raise DataFlowDefinitionError(f"{where}: url must be a str or yarl.URL")
+        if isinstance(url, str) and unencoded_userinfo(url):
+            raise PackDefinitionError(f"{where}: the URL is refused: {USERINFO_HINT}")
         if timeout is not None and not timeout > 0:
             raise DataFlowDefinitionError(f"{where}: timeout must be > 0 seconds, or None")
         if limit_per_host is not None and limit_per_host < 1:
@@ -225,21 +253,21 @@ class _HttpStep(PicklesAsConfig):
         header value, so neither the request line nor aiohttp's exception messages (which
         show the URL) carry them."""
         if not url.is_absolute() or url.scheme not in ("http", "https"):
-            raise ValueError(
+            raise StepArgumentError(
                 f"{where}: {redact_url(url)!r} is not an absolute http(s) URL; "
                 "give the full URL, e.g. http://host/path"
             )
         if url.user is None and url.password is None:
             return url, None
         if self._has_auth:
-            raise ValueError(
+            raise StepArgumentError(
                 f"{where}: credentials in both the URL and auth= (or an Authorization "
                 "header); give them in one place"
             )
         try:
             auth = _basic(url.user or "", url.password or "")
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise StepArgumentError(f"{where}: {e}") from None
         return url.with_user(None), auth
 
     def _target(self, kwargs: Mapping[str, Any]) -> tuple[URL, str | None]:
@@ -247,20 +275,34 @@ class _HttpStep(PicklesAsConfig):
         if self._fixed_url is not None:
             return self._fixed_url, None
         if self._template is not None:
-            text = fill_template(self._template, {f: kwargs[f] for f in self._fields})
-            url = URL(text)
+            url = self._fill(kwargs)
         else:
             raw = kwargs["url"]
             if isinstance(raw, URL):
                 url = raw
             elif isinstance(raw, str):
+                if unencoded_userinfo(raw):
+                    raise StepArgumentError(
+                        f"{self.__qualname__}: the url {without_userinfo(raw)!r} is refused: "
+                        f"{USERINFO_HINT}"
+                    )
                 url = URL(raw)
             else:
-                raise ValueError(
+                raise StepArgumentError(
                     f"{self.__qualname__}: the url parameter must be a str or yarl.URL, "
                     f"not {type(raw).__name__}"
                 )
         return self._split_auth(url, self.__qualname__)
+
+    def _fill(self, kwargs: Mapping[str, Any]) -> URL:
+        """The template filled in; a value of ``.`` or ``..`` stays one segment."""
+        values = {f: kwargs[f] for f in self._fields}
+        if not any(str(v) in DOT_SEGMENTS for v in values.values()):
+            return URL(fill_template(self._template or "", values))
+        marker = "adfdot" + secrets.token_hex(8)
+        parsed = URL(fill_template(self._template or "", values, marker))
+        text = str(parsed).replace(marker + "1", "%2E").replace(marker + "2", "%2E%2E")
+        return URL(text, encoded=True)
 
     def _merge_headers(
         self, url_auth: str | None, headers: Mapping[str, str] | None
@@ -330,7 +372,7 @@ class _HttpStep(PicklesAsConfig):
             if not all_methods and response.status not in _KEEP_METHOD:
                 response.release()
                 error = aiohttp.ClientResponseError(
-                    response.request_info,
+                    _redacted_request(response.request_info),
                     response.history,
                     status=response.status,
                     message=response.reason or "",
@@ -355,7 +397,10 @@ class _HttpStep(PicklesAsConfig):
             if url.origin() != origin:
                 headers = _without_secrets(headers)  # never hand credentials elsewhere
         raise aiohttp.TooManyRedirects(
-            response.request_info, (), status=response.status, message="Too many redirects"
+            _redacted_request(response.request_info),
+            (),
+            status=response.status,
+            message="Too many redirects",
         )
 
     def _note_timeout(self, error: BaseException, url: URL) -> None:
@@ -549,7 +594,7 @@ class Writer(_HttpStep):
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         data = kwargs[self._key]
         if self._format == "bytes" and not isinstance(data, bytes | bytearray | memoryview):
-            raise ValueError(
+            raise StepArgumentError(
                 f"{self.__qualname__}: format='bytes' sends bytes, got "
                 f"{type(data).__name__}; encode it first or use format='json'"
             )

@@ -14,23 +14,54 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
+from .._errors import PackDefinitionError
+from .._vocab import unencoded_userinfo, without_userinfo
+
 REDACTED = "***"
 
-# Header and query-parameter names whose values are secrets: Authorization,
-# Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key, X-Auth-Token, api_key, access_token,
-# client_secret, password, session ids, signatures.
-_SECRET_NAME = re.compile(
-    r"auth|cookie|token|secret|passw|api[-_]?key|apikey|session|signature|credential|"
-    r"^key$|^sig$",
-    re.IGNORECASE,
+#: Parts of header and query-parameter names whose values are secrets: any name that
+#: contains one (case-insensitively) is treated as secret: Authorization,
+#: Proxy-Authorization, X-Api-Key, Ocp-Apim-Subscription-Key, DD-APPLICATION-KEY,
+#: access_key, access_token, client_secret, password, pwd, session ids, signatures.
+SECRET_PARTS = (
+    "key",
+    "token",
+    "secret",
+    "passw",
+    "pwd",
+    "auth",
+    "session",
+    "signature",
+    "credential",
+    "cookie",
 )
+#: Well-known secret names that contain none of the parts (compared case-insensitively).
+SECRET_NAMES = frozenset({"sig", "pass", "sid", "jwt", "otp", "csrf", "xsrf"})
+
+_SECRET_PART = re.compile("|".join(SECRET_PARTS), re.IGNORECASE)
+#: Names the user added with :func:`add_secret_names` (lower case).
+_added: set[str] = set()
+
+
+def add_secret_names(*names: str) -> None:
+    """Treat these header or query-parameter names (case-insensitively, exactly) as
+    secret too, in every HTTP step of this process: their values are masked in step
+    names, logs, spans and errors, and the headers are not sent on to another origin."""
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise PackDefinitionError(
+                f"http.add_secret_names() takes non-empty str names, got {name!r}"
+            )
+    _added.update(name.lower() for name in names)
+
 
 _formatter = string.Formatter()
 
 
 def is_secret_name(name: str) -> bool:
     """Whether a header or query-parameter name carries a secret value."""
-    return _SECRET_NAME.search(name) is not None
+    lower = name.lower()
+    return _SECRET_PART.search(lower) is not None or lower in SECRET_NAMES or lower in _added
 
 
 def template_fields(template: str, *, where: str) -> tuple[str, ...]:
@@ -62,15 +93,34 @@ def template_fields(template: str, *, where: str) -> tuple[str, ...]:
     return tuple(fields)
 
 
-def fill_template(template: str, values: Mapping[str, Any]) -> str:
-    """Fill a template's fields with URL-quoted values (every reserved character quoted)."""
-    return template.format_map({k: quote(str(v), safe="") for k, v in values.items()})
+#: What a dot segment is written as: a value of "." or ".." must fill its segment, not
+#: step out of it (RFC 3986 5.2.4 would remove it, with the segment before it).
+DOT_SEGMENTS = {".": "%2E", "..": "%2E%2E"}
+
+
+def fill_template(template: str, values: Mapping[str, Any], dots: str = "") -> str:
+    """Fill a template's fields with URL-quoted values (every reserved character quoted).
+
+    A value that is a dot segment (``.`` or ``..``) is written as ``dots`` followed by
+    ``1`` or ``2`` when ``dots`` is given (a marker the caller swaps for ``%2E`` after
+    the URL is parsed, since parsing would resolve even ``%2E%2E``), else as ``%2E``s.
+    """
+    filled = {}
+    for name, value in values.items():
+        text = str(value)
+        if text in DOT_SEGMENTS:
+            filled[name] = f"{dots}{len(text)}" if dots else DOT_SEGMENTS[text]
+        else:
+            filled[name] = quote(text, safe="")
+    return template.format_map(filled)
 
 
 def redact_url(url: object) -> str:
     """The URL as text with ``user:password@`` and secret-looking query values replaced
     by ``***``. Works on templates (braces are kept) and on yarl URLs."""
     text = str(url)
+    if unencoded_userinfo(text):
+        return without_userinfo(text)
     try:
         parts = urlsplit(text)
     except ValueError:

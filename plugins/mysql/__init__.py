@@ -9,6 +9,21 @@ the pools the step created. See docs/mysql.md.
 
 from __future__ import annotations
 
+from .._errors import StepArgumentError
+from ._durable import MySQLCheckpoints, MySQLDeadLetters, checkpoints, dead_letters
 from ._steps import MODES, Execute, Reader, Writer, execute, reader, writer
 
-__all__ = ["MODES", "Execute", "Reader", "Writer", "execute", "reader", "writer"]
+__all__ = [
+    "MODES",
+    "Execute",
+    "MySQLCheckpoints",
+    "MySQLDeadLetters",
+    "Reader",
+    "StepArgumentError",
+    "Writer",
+    "checkpoints",
+    "dead_letters",
+    "execute",
+    "reader",
+    "writer",
+]

@@ -22,6 +22,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
+from .._errors import PackDefinitionError, StepArgumentError
+from .._vocab import USERINFO_HINT, unencoded_userinfo, without_userinfo
+
 #: A name MySQL could take unquoted, and nothing else: it is then backtick-quoted.
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}")
 
@@ -42,7 +45,7 @@ _URL_OPTIONS: dict[str, type] = {
 def check_identifier(step: str, what: str, name: object) -> str:
     """``name`` quoted with backticks, or ``ValueError`` if it is not a plain name."""
     if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
-        raise ValueError(
+        raise StepArgumentError(
             f"{step}: {what} {name!r} is not an identifier this step accepts; use letters, "
             "digits, '_' or '$' (not starting with a digit, at most 64 characters)"
         )
@@ -102,6 +105,10 @@ def parse_url(step: str, url: str) -> tuple[dict[str, Any], str]:
     password for display. Raises ``DataFlowDefinitionError``; never shows the password."""
     if not isinstance(url, str):
         raise DataFlowDefinitionError(f"{step}: url must be a str, not {type(url).__name__}")
+    if unencoded_userinfo(url):
+        raise PackDefinitionError(
+            f"{step}: the url {without_userinfo(url)!r} is refused: {USERINFO_HINT}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port or 3306

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
+from .._errors import StepArgumentError
 from .._vocab import DATA, check_key, declare_outputs
 
 # aiomysql comes through _common, which says how to install it when it is missing
@@ -80,7 +81,7 @@ class _StatementStep(MySQLStep):
     def _args(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
         missing = [name for name in self._names if name not in kwargs]
         if missing:
-            raise TypeError(f"{self.__qualname__}: missing value for {', '.join(missing)}")
+            raise StepArgumentError(f"{self.__qualname__}: missing value for {', '.join(missing)}")
         return {name: kwargs[name] for name in self._names} if self._names else None
 
 
@@ -178,7 +179,7 @@ class Writer(MySQLStep):
         this step cannot write, before any I/O."""
         name = self.__qualname__
         if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
-            raise ValueError(
+            raise StepArgumentError(
                 f"{name}: {self._key} must be a list of dicts (or of tuples with columns=...), "
                 f"not {type(rows).__name__}"
             )
@@ -190,7 +191,7 @@ class Writer(MySQLStep):
         if isinstance(first, Mapping):
             columns = self._columns or tuple(first)
             if not columns:
-                raise ValueError(
+                raise StepArgumentError(
                     f"{name}: {self._key}[0] is an empty dict; there is nothing to write"
                 )
             if self._columns is None:
@@ -198,12 +199,12 @@ class Writer(MySQLStep):
                 if not (set(map(type, rows)) == {dict} and all(row.keys() == keys for row in rows)):
                     for index, row in enumerate(rows):
                         if not isinstance(row, Mapping) or row.keys() != keys:
-                            raise ValueError(self._differs(index, row, columns))
+                            raise StepArgumentError(self._differs(index, row, columns))
             else:
                 wanted = set(columns)
                 for index, row in enumerate(rows):
                     if not isinstance(row, Mapping) or not wanted <= row.keys():
-                        raise ValueError(self._differs(index, row, columns))
+                        raise StepArgumentError(self._differs(index, row, columns))
             for column in columns:
                 check_identifier(name, "column", column)
             get = itemgetter(*columns)
@@ -211,7 +212,7 @@ class Writer(MySQLStep):
                 return columns, [(get(row),) for row in rows]
             return columns, [get(row) for row in rows]
         if self._columns is None:
-            raise ValueError(
+            raise StepArgumentError(
                 f"{name}: {self._key}[0] is a {type(first).__name__}, not a dict; for rows of "
                 "tuples give the column names: writer(..., columns=['id', 'name'])"
             )
@@ -221,12 +222,12 @@ class Writer(MySQLStep):
             return self._columns, rows
         for index, row in enumerate(rows):
             if isinstance(row, str | bytes | Mapping) or not isinstance(row, Sequence):
-                raise ValueError(
+                raise StepArgumentError(
                     f"{name}: {self._key}[{index}] is a {type(row).__name__}; every row must be a "
                     f"tuple of {width} values (columns={list(self._columns)})"
                 )
             if len(row) != width:
-                raise ValueError(
+                raise StepArgumentError(
                     f"{name}: {self._key}[{index}] has {len(row)} values, columns= names {width}: "
                     f"{list(self._columns)}"
                 )
@@ -249,7 +250,7 @@ class Writer(MySQLStep):
                         if isinstance(value, _CONTAINERS)
                         else "a str, number, bytes, date/time, Decimal or None"
                     )
-                    raise ValueError(
+                    raise StepArgumentError(
                         f"{self.__qualname__}: {self._key}[{index}] column {column!r} is a "
                         f"{type(value).__name__}, which the driver would not store as it "
                         f"is; convert it first ({hint})"
@@ -315,7 +316,7 @@ class Writer(MySQLStep):
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         if self._key not in kwargs:
-            raise TypeError(f"{self.__qualname__}: missing value for {self._key}")
+            raise StepArgumentError(f"{self.__qualname__}: missing value for {self._key}")
         columns, values = self._tuples(kwargs[self._key])
         if not values:
             return {"rowcount": 0}

@@ -1,0 +1,194 @@
+"""Durable runs: what a checkpoint store and a dead-letter sink promise.
+
+A **checkpoint store** keeps, per flow name, the last committed position of each of the
+flow's sources (``{"definition[0]": <position>}``). Positions are JSON values (numbers,
+strings, lists, dicts): the last key read, the next page, a byte offset. A flow built
+with ``checkpoint=store`` and ``name=...`` loads them when a run starts and commits a
+record's position, in order, when the record's last step has finished.
+
+A **dead-letter sink** keeps the records a step could not process after its retries, as
+:class:`DeadLetter` objects, so that the stream goes on and the letters can be replayed.
+
+The integration pack has both for JSON files (``asyncdataflow.plugins.files.checkpoints``,
+``asyncdataflow.plugins.files.dead_letters``) and for MySQL tables
+(``asyncdataflow.plugins.mysql.checkpoints``, ``asyncdataflow.plugins.mysql.dead_letters``).
+A plugin package adds another store or sink by implementing the protocols below; nothing
+needs registering.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time as _time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .exceptions import DataFlowDefinitionError, DataFlowRunError
+
+__all__ = [
+    "CheckpointStore",
+    "DeadLetter",
+    "DeadLetterSink",
+    "check_position",
+]
+
+Positions = dict[str, Any]
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where a flow's source positions survive a restart.
+
+    ``load(name)`` returns the positions committed under ``name`` (``{}`` when none);
+    ``commit(name, positions)`` replaces them as one atomic step (after a crash the store
+    holds either the old positions or the new ones); ``aclose()`` releases what the store
+    opened (the flow's ``aclose()`` calls it).
+    """
+
+    async def load(self, name: str) -> Positions: ...
+
+    async def commit(self, name: str, positions: Mapping[str, Any]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a step could not process after its retries.
+
+    Attributes:
+        flow: the flow's name.
+        step: the step's display name.
+        path: the step's place in the definition, e.g. ``definition[2]``.
+        input: the step's input for that record (what a replay feeds the flow again).
+        error_type: the exception's qualified type name, e.g. ``ValueError``.
+        message: ``str(exception)``.
+        notes: the exception's notes (which step, which record, retries made).
+        attempts: how many attempts were made.
+        time: when it was written, in seconds since the epoch (UTC).
+        record: the record's index in each enclosing source, outermost first (``()``
+            outside a stream).
+        id: the sink's identifier for the letter (set by the sink when read back).
+    """
+
+    flow: str
+    step: str
+    path: str
+    input: dict[str, Any]
+    error_type: str
+    message: str
+    notes: tuple[str, ...] = ()
+    attempts: int = 1
+    time: float = field(default_factory=_time.time)
+    record: tuple[int, ...] = ()
+    id: str | None = None
+
+    @classmethod
+    def from_error(
+        cls,
+        error: BaseException,
+        *,
+        flow: str,
+        step: str,
+        path: str,
+        input: Mapping[str, Any],
+        attempts: int,
+        record: tuple[int, ...] = (),
+    ) -> DeadLetter:
+        kind = type(error)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else (f"{kind.__module__}.{kind.__qualname__}")
+        )
+        return cls(
+            flow=flow,
+            step=step,
+            path=path,
+            input=dict(input),
+            error_type=name,
+            message=str(error),
+            notes=tuple(str(n) for n in getattr(error, "__notes__", ())),
+            attempts=attempts,
+            record=tuple(record),
+        )
+
+    def to_json(self) -> str:
+        """One line of JSON (values JSON cannot hold are written as their ``repr``)."""
+        out = asdict(self)
+        if self.id is None:
+            out.pop("id")
+        return json.dumps(out, default=repr, ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, id: str | None = None) -> DeadLetter:
+        raw = json.loads(text)
+        return cls(
+            flow=raw["flow"],
+            step=raw["step"],
+            path=raw["path"],
+            input=dict(raw["input"]),
+            error_type=raw["error_type"],
+            message=raw["message"],
+            notes=tuple(raw.get("notes", ())),
+            attempts=int(raw.get("attempts", 1)),
+            time=float(raw.get("time", 0.0)),
+            record=tuple(raw.get("record", ())),
+            id=raw.get("id", id),
+        )
+
+
+@runtime_checkable
+class DeadLetterSink(Protocol):
+    """Where dead letters go.
+
+    ``put(letter)`` stores one letter durably before it returns; ``letters()`` yields the
+    stored letters (each with its ``id`` set) oldest first; ``remove(ids)`` deletes
+    letters (a replay removes those that now succeed); ``aclose()`` releases what the sink
+    opened.
+    """
+
+    async def put(self, letter: DeadLetter) -> None: ...
+
+    def letters(self) -> AsyncIterator[DeadLetter]: ...
+
+    async def remove(self, ids: Iterable[str]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_position(owner: str, source: str, position: Any) -> Any:
+    """``position`` if JSON can store it exactly (``None``, bool, int, finite float, str,
+    and lists or str-keyed dicts of those); else :class:`DataFlowRunError` naming the
+    source."""
+    stack = [position]
+    while stack:
+        value = stack.pop()
+        if value is None or isinstance(value, (bool, int, str)):
+            continue
+        if isinstance(value, float) and math.isfinite(value):
+            continue
+        if isinstance(value, (list, tuple)):
+            stack.extend(value)
+            continue
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            stack.extend(value.values())
+            continue
+        raise DataFlowRunError(
+            f"{owner}: source {source} marked a record with position {value!r:.80} "
+            f"({type(value).__name__}), which a checkpoint cannot store; positions are "
+            f"JSON values (numbers, str, lists, dicts with str keys)"
+        )
+    return position
+
+
+def check_name(owner: str, name: Any) -> str:
+    """A checkpoint name: a non-empty str of at most 191 characters (a MySQL key)."""
+    if not isinstance(name, str) or not name or len(name) > 191:
+        raise DataFlowDefinitionError(
+            f"{owner}: a checkpoint name must be a non-empty str of at most 191 "
+            f"characters, got {name!r:.80}; give the flow name='...'"
+        )
+    return name
