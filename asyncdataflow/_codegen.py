@@ -12,7 +12,9 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from concurrent.futures import Executor, ThreadPoolExecutor
+import linecache
+import weakref
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from ._calls import call_sync
@@ -41,7 +43,6 @@ class _Gen:
         self.hooks = hooks
         self.skip_hooks = bool(hooks.impls["on_step_skipped"])
         self.executor = executor
-        self.thread_ctx = executor is None or isinstance(executor, ThreadPoolExecutor)
         self.ns: dict[str, Any] = {
             "_loop": asyncio.get_running_loop,
             "_cc": contextvars.copy_context,
@@ -102,7 +103,7 @@ class _Gen:
         required arguments are already in locals ``a_<name>`` (see :meth:`seq`)."""
         info = fn.info
         if self.instrumented(fn):
-            runner = self.const("R", StepRunner(self.flow, fn, self.hooks, self.executor))
+            runner = self.const("R", StepRunner(self.flow, fn, self.hooks))
             return [f"r = await {runner}(d, run)"]
         f = self.const("F", info.func)
         s = self.const("S", info)
@@ -112,17 +113,7 @@ class _Gen:
                 args.append(f"{name}=a_{name}" if fetched else f"{name}=d[{name!r}]")
             else:
                 args.append(f"{name}=d.get({name!r}, {self.const('D', default)})")
-        a = ", ".join(args)
-        if info.is_async:
-            call = f"await {f}({a})"
-        elif info.inline:
-            call = f"{f}({a})"
-        elif self.thread_ctx:
-            sep = ", " if a else ""
-            call = f"await _loop().run_in_executor(EXEC, _partial(_cc().run, _sync, {f}{sep}{a}))"
-        else:
-            sep = ", " if a else ""
-            call = f"await _loop().run_in_executor(EXEC, _partial(_sync, {f}{sep}{a}))"
+        call = fn.call.expression(f, ", ".join(args))
         return [
             "try:",
             f"    r = {call}",
@@ -246,6 +237,17 @@ class _Gen:
         self.lines.append("")
 
 
+def _register_source(flow: DataFlow, source: str) -> str:
+    """Put the generated source in ``linecache`` (as attrs does for the methods it
+    writes), so that tracebacks through it show its lines; one entry per flow object,
+    replaced when the flow is rebuilt and dropped with the flow."""
+    filename = f"<asyncdataflow {flow.name} {id(flow):x}>"
+    if filename not in linecache.cache:
+        weakref.finalize(flow, linecache.cache.pop, filename, None)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return filename
+
+
 def generate(
     flow: DataFlow,
     root: Block,
@@ -257,7 +259,7 @@ def generate(
     gen = _Gen(flow, visibility, hooks, executor)
     entry = gen.seq(root, guard_checked=False)
     source = "\n".join(gen.lines)
-    filename = f"<asyncdataflow {flow.name}>"
+    filename = _register_source(flow, source)
     code = compile(source, filename, "exec")
     exec(code, gen.ns)
     func = gen.ns[entry]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._calls import StepCall, step_call
 from ._outputs import MAPPED_ATTR as MAPPED_ATTR  # re-exported: args_mapper, graph
 from ._outputs import declared_outputs
 from .exceptions import (
@@ -48,6 +50,8 @@ class Fn:
     options: StepOptions | None = None
     #: the declared keys it may leave out (NotRequired, or a union with None)
     optional: frozenset[str] = frozenset()
+    #: how the function is called (by the generated code and the runner alike)
+    call: StepCall = field(kw_only=True)
 
     @property
     def path(self) -> str:
@@ -163,8 +167,9 @@ def unwrap_step(func: Any) -> Any:
 
 
 class Compiler:
-    def __init__(self, default_retry: Retry | None) -> None:
+    def __init__(self, default_retry: Retry | None, executor: Executor | None = None) -> None:
         self.default_retry = default_retry
+        self.executor = executor
 
     def compile(self, definition: Any, flow_cls: type[DataFlow]) -> Block:
         self.flow_cls = flow_cls
@@ -235,6 +240,7 @@ class Compiler:
         params = analyze_signature(func, f"{path} ({callable_name(func)})")
         required = tuple(n for n, d in params if d is _REQUIRED)
         is_async = is_async_callable(func)
+        inline = (not is_async) and is_inline(func)
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
@@ -242,7 +248,7 @@ class Compiler:
             parent=parent,
             func=func,
             is_async=is_async,
-            inline=(not is_async) and is_inline(func),
+            inline=inline,
             params=tuple(n for n, _ in params),
             required=required,
             timeout=opts.timeout if opts else None,
@@ -252,4 +258,5 @@ class Compiler:
             breaker=opts.breaker if opts else None,
         )
         outputs, optional = declared_outputs(item)
-        return Fn(info, params, outputs, opts, optional)
+        call = step_call(func, is_async, inline, self.executor)
+        return Fn(info, params, outputs, opts, optional, call=call)

@@ -1,70 +1,63 @@
-"""Observer hooks of one flow: the implementations of each, called one by one so that a
-failing observer is logged and never breaks a run."""
+"""The hooks a flow calls, looked up once per plugin-manager generation.
+
+pluggy owns the dispatch: an event is one call of the manager's hook execution (which is
+what ``add_hookcall_monitoring`` wraps) with the implementations pluggy holds for that
+hook. What is cached here is only the lookup: the implementation lists of the global
+manager are read again whenever :data:`asyncdataflow.plugin_manager.VERSION` moves, which
+every registration path moves.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
+from collections.abc import Iterable
 from typing import Any
 
+from . import plugin_manager as _plugins
+from .hookspecs import OBSERVER_HOOKS
+
 logger = logging.getLogger("asyncdataflow")
-hook_logger = logging.getLogger("asyncdataflow.hooks")
 
-
-def _traced(hook: str, plugin: str, func: Any) -> Any:
-    """``ASYNCDATAFLOW_TRACE_HOOKS=1``: log every observer hook call (DEBUG, logger
-    ``asyncdataflow.hooks``) with the plugin and the names of the arguments it got."""
-
-    @functools.wraps(func)
-    def traced(**kwargs: Any) -> Any:
-        hook_logger.debug("hook %s -> plugin %s (%s)", hook, plugin, ", ".join(kwargs))
-        return func(**kwargs)
-
-    return traced
+STEP_HOOKS = ("before_step_run", "after_step_run", "on_step_error", "on_step_retry")
 
 
 class Hooks:
-    """Per flow: the implementations of each observer hook, called one by one so that a
-    failing observer is logged and never breaks a run."""
+    """The hooks of one plugin manager, as they are at one generation: for each observer
+    hook the implementations pluggy holds (empty: the hook is never called), and the
+    retry decision hook."""
 
-    OBSERVERS = (
-        "before_flow_run",
-        "after_flow_run",
-        "before_step_run",
-        "after_step_run",
-        "on_step_error",
-        "on_step_skipped",
-        "on_step_retry",
-        "after_loop_iteration",
-        "on_rate_change",
-        "on_breaker_change",
-    )
+    __slots__ = ("_exec", "any", "flow_level", "impls", "pm", "retry_decider", "step_level")
 
-    def __init__(self, pm: Any) -> None:
+    def __init__(self, pm: _plugins.PluginManager) -> None:
         self.pm = pm
-        self.impls: dict[str, tuple[tuple[Any, tuple[str, ...], str], ...]] = {}
-        for name in self.OBSERVERS:
-            hook = getattr(pm.hook, name)
-            impls = [
-                (i.function, tuple(i.argnames), i.plugin_name)
-                for i in reversed(hook.get_hookimpls())
-                if not (i.hookwrapper or getattr(i, "wrapper", False))
-            ]
-            if os.environ.get("ASYNCDATAFLOW_TRACE_HOOKS"):
-                impls = [(_traced(name, plugin, f), args, plugin) for f, args, plugin in impls]
-            self.impls[name] = tuple(impls)
+        self._exec = pm._hookexec
+        self.impls = {
+            name: tuple(getattr(pm.hook, name).get_hookimpls()) for name in OBSERVER_HOOKS
+        }
         self.retry_decider = pm.hook.step_retry_delay
         self.any = any(self.impls.values())
-        self.step_level = any(
-            self.impls[n]
-            for n in ("before_step_run", "after_step_run", "on_step_error", "on_step_retry")
-        )
+        self.step_level = any(self.impls[n] for n in STEP_HOOKS)
         self.flow_level = bool(self.impls["before_flow_run"] or self.impls["after_flow_run"])
 
     def emit(self, name: str, **kwargs: Any) -> None:
-        for func, argnames, plugin in self.impls[name]:
-            try:
-                func(**{a: kwargs[a] for a in argnames if a in kwargs})
-            except Exception:
-                logger.exception("asyncdataflow: plugin %r failed in hook %s", plugin, name)
+        """Call observer hook ``name`` through pluggy (each implementation on its own: one
+        that raises is logged by the manager and the others still run)."""
+        impls = self.impls[name]
+        if impls:
+            self._exec(name, impls, kwargs, False)
+
+
+_shared: tuple[int, Hooks] | None = None
+
+
+def hooks_for(plugins: Iterable[Any]) -> Hooks:
+    """The hooks of a flow with these per-flow ``plugins``: flows without any share one
+    :class:`Hooks` per generation of the global manager."""
+    global _shared
+    extra = tuple(plugins)
+    if extra:
+        return Hooks(_plugins.plugin_manager_for(extra))
+    pm = _plugins.get_plugin_manager()  # loads entry points: may move VERSION
+    if _shared is None or _shared[0] != _plugins.VERSION:
+        _shared = (_plugins.VERSION, Hooks(pm))
+    return _shared[1]

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
-
-from ._calls import call_sync
 
 Semaphores = WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
 
@@ -50,13 +49,13 @@ class ThreadSlot:
         self.lock = threading.Lock()
         self.state = "waiting"
 
-    def run(self, func: Any, /, **kwargs: Any) -> Any:  # in the worker thread
+    def run(self, call: Callable[[], Any]) -> Any:  # in the worker thread
         with self.lock:
             if self.state == "abandoned":
                 return None  # the awaiting side gave up before the call started
             self.state = "running"
         try:
-            return call_sync(func, **kwargs)
+            return call()
         finally:
             with self.lock:
                 self.state = "done"

@@ -14,8 +14,8 @@ from typing import Any
 
 from . import plugin_manager as _plugins
 from ._codegen import generate
-from ._compiler import Block, Compiler, Fn, unwrap_step
-from ._hooks import Hooks, logger
+from ._compiler import Block, Compiler, Fn, guard_missing, unwrap_step
+from ._hooks import hooks_for, logger
 from ._journal import journaled_map
 from ._map import ordered_map
 from ._wiring import Explanation, analyze
@@ -91,7 +91,7 @@ class DataFlow:
         self.plugins = tuple(plugins)
         self.retry = retry
         self.name = name or f"DataFlow@{id(self):x}"
-        self.plan: Block = Compiler(retry).compile(definition, DataFlow)
+        self.plan: Block = Compiler(retry, executor).compile(definition, DataFlow)
         self._wiring = analyze(self.plan, args_visibility, self.name)
         wiring_error = self._wiring.error()
         if wiring_error is not None:
@@ -106,12 +106,15 @@ class DataFlow:
     # -- compiling ------------------------------------------------------------------
 
     def _build(self) -> None:
-        pm = _plugins.plugin_manager_for(self.plugins)
+        self._hooks = hooks_for(self.plugins)
         self._version = _plugins.VERSION
-        self._hooks = Hooks(pm)
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
-        # equal to the plugin version only while the plan is current and calls no hook
-        self._fast = self._version if not (self.infinity_loop or self._hooks.any) else -1
+        # a run gets a RunInfo whenever a hook may be called: an observer, or the retry
+        # decision of a step with a policy
+        self._observe = self._hooks.any or any(s.retry is not None for s in self.steps)
+        # the plugin version at which __call__ may call the body directly (no hooks, no
+        # loop), or None when it may not
+        self._direct_at = None if (self.infinity_loop or self._observe) else self._version
         if self.infinity_loop:
             self._entry: Callable[[Result], Awaitable[Result]] = self._start_loop
         else:
@@ -130,11 +133,11 @@ class DataFlow:
                 f"flow {self.name!r} takes keyword arguments only, got {len(args)} "
                 f"positional; call it as flow(name=value, ...)"
             )
-        if self._fast == _plugins.VERSION:  # no hooks, no loop, plan current
+        if self._direct_at == _plugins.VERSION:  # no hooks, no loop, plan current
             return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
         if self._version != _plugins.VERSION:
             self._build()
-            if self._fast == self._version:
+            if self._direct_at == self._version:
                 return self._body(kwargs, None, kwargs)  # type: ignore[no-any-return]
         return self._entry(kwargs)
 
@@ -188,7 +191,7 @@ class DataFlow:
             iteration = 0
             while True:
                 iteration += 1
-                if self._hooks.any:
+                if self._observe:
                     result = await self._observed(kwargs, RunInfo(kwargs, iteration))
                 else:
                     result = await self._body(kwargs, None, kwargs)
@@ -261,6 +264,19 @@ class DataFlow:
         if journal is not None:
             return journaled_map(self, inputs, concurrency, return_exceptions, journal)
         return ordered_map(self, inputs, concurrency, return_exceptions)
+
+    def missing_arguments(
+        self, kwargs: Mapping[str, Any]
+    ) -> list[tuple[StepInfo, tuple[str, ...]]]:
+        """Why ``flow(**kwargs)`` could not start: the steps that decide whether the flow's
+        first item is taken (the first step, or the first step of every branch of a
+        concurrent first block), each with the required parameters ``kwargs`` lacks for it.
+        Empty when the first item can be taken. Nothing runs; use it to check arguments
+        before calling (``asyncdataflow run`` does, and suggests close names)."""
+        candidates = guard_missing(self.plan.items[0], kwargs) if self.plan.items else []
+        if not all(missing for _, missing in candidates):
+            return []
+        return [(fn.info, missing) for fn, missing in candidates]
 
     # -- closing --------------------------------------------------------------------
 

@@ -104,9 +104,19 @@ def on_step_error(
     error: BaseException,
     attempt: int,
     duration: float,
+    final: bool,
+    delay: float | None,
 ) -> None:
     """``step`` raised ``error`` on attempt ``attempt`` (called for every failed attempt,
-    before the retry decision; a cancelled step reports ``asyncio.CancelledError``)."""
+    once the runner has decided whether to retry; a cancelled step reports
+    ``asyncio.CancelledError``).
+
+    Args:
+        duration: seconds this attempt took.
+        final: ``True`` when the step fails for good (``error`` propagates); ``False``
+            when it runs again (``on_step_retry`` follows).
+        delay: the seconds before the next attempt, or ``None`` when ``final``.
+    """
 
 
 @hookspec
@@ -225,3 +235,14 @@ def step_retry_delay(
     Args:
         attempt: the attempt that just failed (from 1).
     """
+
+
+#: the hooks that observe (many implementations, each called on its own, none can break a
+#: run): every hook above but the ones that decide (``firstresult``)
+OBSERVER_HOOKS = frozenset(
+    name
+    for name, spec in list(globals().items())
+    if callable(spec)
+    and (opts := getattr(spec, f"{PROJECT_NAME}_spec", None)) is not None
+    and not opts.get("firstresult")
+)

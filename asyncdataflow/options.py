@@ -63,13 +63,27 @@ class Retry:
         if isinstance(self.on, type):
             object.__setattr__(self, "on", (self.on,))
 
+    def refusal(self, error: BaseException, attempt: int) -> str | None:
+        """Why this policy does not retry ``error`` after attempt ``attempt`` (the note the
+        error gets), or ``None`` when it does."""
+        if not isinstance(error, self.on):
+            on = self.on if isinstance(self.on, tuple) else (self.on,)
+            names = ", ".join(t.__name__ for t in on)
+            return (
+                f"not retried: {type(error).__name__} is not listed in Retry(on=({names},)); "
+                f"{attempt} attempt(s) made"
+            )
+        if attempt >= self.attempts:
+            return f"gave up: {attempt} attempt(s) made (Retry(attempts={self.attempts}))"
+        return None
+
     def delay(
         self, error: BaseException, attempt: int, *, retry_after: float | None = None
     ) -> float | None:
         """The pause before attempt ``attempt + 1``, or ``None`` when ``error`` is not to
-        be retried (not listed in ``on``, or no attempts left). ``retry_after`` (a server's
-        hint, in seconds) replaces the backoff, still capped by ``max_delay``."""
-        if attempt >= self.attempts or not isinstance(error, self.on):
+        be retried (see :meth:`refusal`). ``retry_after`` (a server's hint, in seconds)
+        replaces the backoff, still capped by ``max_delay``."""
+        if self.refusal(error, attempt) is not None:
             return None
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)

@@ -65,32 +65,17 @@ logger = logging.getLogger(LOGGER_NAME)
 _DEBUG = logging.DEBUG
 
 
-def _run_id(run: RunInfo | None) -> str | None:
-    return run.id if run is not None else None
-
-
 def _step_extra(
-    event: str, flow: DataFlow, run: RunInfo | None, step: StepInfo, **more: Any
+    event: str, flow: DataFlow, run: RunInfo, step: StepInfo, **more: Any
 ) -> dict[str, Any]:
     return {
         "adf_event": event,
         "adf_flow": flow.name,
-        "adf_run_id": _run_id(run),
+        "adf_run_id": run.id,
         "adf_step": step.name,
         "adf_path": step.path,
         **more,
     }
-
-
-def _will_retry(step: StepInfo, error: BaseException, attempt: int) -> bool:
-    """What the step's own policy says (the retry hook may still refine it)."""
-    policy = step.retry
-    return (
-        policy is not None
-        and isinstance(error, Exception)
-        and attempt < policy.attempts
-        and isinstance(error, policy.on)
-    )
 
 
 @hookimpl
@@ -150,7 +135,7 @@ def before_step_run(flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) 
         logger.debug(
             "flow %s run %s: step %s at %s started (attempt %d)",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             attempt,
@@ -171,7 +156,7 @@ def after_step_run(
         logger.debug(
             "flow %s run %s: step %s at %s finished in %.6fs (attempt %d)",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             duration,
@@ -196,6 +181,7 @@ def on_step_error(
     error: BaseException,
     attempt: int,
     duration: float,
+    final: bool,
 ) -> None:
     extra = _step_extra(
         "step_failed",
@@ -212,21 +198,22 @@ def on_step_error(
             logger.debug(
                 "flow %s run %s: step %s at %s cancelled after %.6fs",
                 flow.name,
-                _run_id(run),
+                run.id,
                 step.name,
                 step.path,
                 duration,
                 extra=extra,
             )
         return
-    if _will_retry(step, error, attempt):
-        # on_step_retry logs it at WARNING; this attempt is not the step's failure
+    if not final:
+        # the runner retries it: on_step_retry logs it at WARNING; this attempt is not
+        # the step's failure
         if logger.isEnabledFor(_DEBUG):
             extra["adf_event"] = "step_attempt_failed"
             logger.debug(
                 "flow %s run %s: step %s at %s attempt %d failed: %s",
                 flow.name,
-                _run_id(run),
+                run.id,
                 step.name,
                 step.path,
                 attempt,
@@ -237,7 +224,7 @@ def on_step_error(
     logger.error(
         "flow %s run %s: step %s at %s failed after %.6fs (attempt %d): %s",
         flow.name,
-        _run_id(run),
+        run.id,
         step.name,
         step.path,
         duration,
@@ -261,7 +248,7 @@ def on_step_skipped(
         logger.debug(
             "flow %s run %s: step %s at %s not taken: %s",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             why,
@@ -283,7 +270,7 @@ def on_step_retry(
     logger.warning(
         "flow %s run %s: step %s at %s failed on attempt %d (%s: %s); retrying in %.3fs",
         flow.name,
-        _run_id(run),
+        run.id,
         step.name,
         step.path,
         attempt,
@@ -357,7 +344,7 @@ def on_rate_change(
             logger.debug(
                 "flow %s run %s: step %s at %s rate recovers to %.3g/s",
                 flow.name,
-                _run_id(run),
+                run.id,
                 step.name,
                 step.path,
                 rate,
@@ -368,7 +355,7 @@ def on_rate_change(
         "flow %s run %s: step %s at %s was told to slow down (%s: %s): paused %.3fs, "
         "rate %.3g/s (was %.3g/s)",
         flow.name,
-        _run_id(run),
+        run.id,
         step.name,
         step.path,
         type(error).__name__,
@@ -398,7 +385,7 @@ def on_breaker_change(
         logger.warning(
             "flow %s run %s: step %s at %s circuit breaker opened (%s: %s); trial call in %.3fs",
             flow.name,
-            _run_id(run),
+            run.id,
             step.name,
             step.path,
             type(error).__name__ if error is not None else None,
@@ -410,7 +397,7 @@ def on_breaker_change(
     logger.info(
         "flow %s run %s: step %s at %s circuit breaker %s (was %s)",
         flow.name,
-        _run_id(run),
+        run.id,
         step.name,
         step.path,
         state.replace("_", "-"),

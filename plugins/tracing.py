@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TracingPlugin"]
 
-_Key = tuple[str | None, str]
+_Key = tuple[str, str]
 
 
 def _end(span: Any, token: object, error: BaseException | None) -> None:
@@ -121,8 +121,8 @@ class TracingPlugin:
     # -- steps ----------------------------------------------------------------------
 
     @staticmethod
-    def _key(run: RunInfo | None, step: StepInfo) -> _Key:
-        return (run.id if run is not None else None, step.path)
+    def _key(run: RunInfo, step: StepInfo) -> _Key:
+        return (run.id, step.path)
 
     @hookimpl
     def before_step_run(self, flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
@@ -142,7 +142,7 @@ class TracingPlugin:
         token = otel_context.attach(trace.set_span_in_context(span))
         self._steps[key] = (span, token)
 
-    def _finish(self, run: RunInfo | None, step: StepInfo, error: BaseException | None) -> None:
+    def _finish(self, run: RunInfo, step: StepInfo, error: BaseException | None) -> None:
         entry = self._steps.pop(self._key(run, step), None)
         if entry is None:
             return
@@ -180,11 +180,9 @@ class TracingPlugin:
 
     # -- rate= and breaker= ---------------------------------------------------------
 
-    def _event(
-        self, run: RunInfo | None, step: StepInfo, name: str, attributes: dict[str, Any]
-    ) -> None:
+    def _event(self, run: RunInfo, step: StepInfo, name: str, attributes: dict[str, Any]) -> None:
         entry = self._steps.get(self._key(run, step))
-        if entry is None and run is not None:
+        if entry is None:
             entry = self._runs.get(run.id)
         span = entry[0] if entry is not None else trace.get_current_span()
         span.add_event(name, attributes)

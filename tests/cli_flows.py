@@ -1,13 +1,15 @@
-"""Flows the CLI tests run through `python -m asyncdataflow` (imported as `cli_flows`)."""
+"""Flows the CLI tests run, in process through `main(argv)` or as `python -m asyncdataflow`
+(imported as `cli_flows`). Importing it registers no global plugin: cli_registers does."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 from pathlib import Path
 from typing import Any
 
-from asyncdataflow import DataFlow, args_mapper, hookimpl, register_plugin
+from asyncdataflow import DataFlow, args_mapper, hookimpl
 
 
 async def hello(name: str, punctuation: str = "!") -> dict[str, Any]:
@@ -108,23 +110,50 @@ mapped = DataFlow(
 )
 
 
-class Audit:
-    """A plugin registered globally when this module is imported."""
-
-    @hookimpl
-    def before_flow_run(self, flow: DataFlow) -> None:
-        pass
-
-    @hookimpl
-    def after_flow_run(self, flow: DataFlow) -> None:
-        pass
-
-
 class Tracer:
     @hookimpl
     def before_step_run(self) -> None:
         pass
 
 
-register_plugin(Audit(), name="cli-audit")
 traced = DataFlow((hello,), plugins=[Tracer()], name="traced")
+
+
+class Gate:
+    """A step for `map` that appends `start N` to `marker`, waits until the file `gate`
+    exists, appends `end N` and returns {"n": N}; `aclose()` appends `closed`."""
+
+    def __init__(self) -> None:
+        self.marker: str | None = None
+
+    async def __call__(self, n: int, marker: str, gate: str) -> dict[str, Any]:
+        self.marker = marker
+        with open(marker, "a") as f:
+            f.write(f"start {n}\n")
+        while not os.path.exists(gate):  # the test opens the gate when it is ready
+            await asyncio.sleep(0.01)
+        with open(marker, "a") as f:
+            f.write(f"end {n}\n")
+        return {"n": n}
+
+    async def aclose(self) -> None:
+        if self.marker is not None:
+            with open(self.marker, "a") as f:
+                f.write("closed\n")
+
+
+gated = DataFlow((Gate(),), name="gated")
+
+
+async def nan(kind: str) -> dict[str, Any]:
+    return {"value": float(kind)}
+
+
+not_a_number = DataFlow((nan,), name="not_a_number")  # nan, inf, -inf: not JSON
+
+
+async def surrogate(text: str) -> dict[str, Any]:
+    return {"text": text + "\ud800"}  # a lone surrogate: UTF-8 cannot hold it
+
+
+lone_surrogate = DataFlow((surrogate,), name="lone_surrogate")

@@ -1,22 +1,30 @@
-"""The `asyncdataflow` command, run as a real subprocess (`python -m asyncdataflow`) against
-the flows in tests/cli_flows.py and the broker in examples/broker_graph.py."""
+"""The `asyncdataflow` command against the flows in tests/cli_flows.py and the broker in
+examples/broker_graph.py.
+
+Most tests call `main(argv)` in this process (the `cli` fixture: stdout, stderr and the
+exit code, the working directory and `sys.path` restored afterwards). Real subprocesses
+only where the process matters: signals, stdin as a pipe, the console script, `python -m`,
+and the plugin table (entry points and global registrations are per process)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import pty
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from asyncdataflow.cli import main
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -48,6 +56,55 @@ flowchart TD
 """
 
 
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _Terminal(io.TextIOWrapper):
+    """A stderr that says it is a terminal (for the progress bar)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", newline="", write_through=True)
+
+    def isatty(self) -> bool:
+        return True
+
+    def getvalue(self) -> str:
+        buffer = self.buffer
+        assert isinstance(buffer, io.BytesIO)
+        return buffer.getvalue().decode()
+
+
+Cli = Callable[..., Done]
+
+
+@pytest.fixture
+def cli(capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`cli(*argv, cwd=TESTS, stdin=b"", tty=False)`: run `main(argv)` in this process."""
+    monkeypatch.setattr(sys, "path", [str(TESTS), str(EXAMPLES), *sys.path])
+
+    def run(*argv: str, cwd: Path = TESTS, stdin: bytes = b"", tty: bool = False) -> Done:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+        terminal = _Terminal() if tty else None
+        if terminal is not None:
+            monkeypatch.setattr(sys, "stderr", terminal)
+        try:
+            code = main(list(argv))
+        except SystemExit as exit:  # argparse's own errors
+            code = int(exit.code or 0)
+        out, err = capsysbinary.readouterr()
+        if terminal is not None:
+            monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+            err = terminal.getvalue().encode()
+        return Done(code, out.decode(), err.decode())
+
+    return run
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -58,7 +115,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(
+def subprocess_cli(
     *args: str, cwd: Path = TESTS, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -100,14 +157,14 @@ def lines(path: Path) -> list[str]:
 # -- run ------------------------------------------------------------------------------
 
 
-def test_run_prints_the_result_as_json_on_stdout() -> None:
+def test_run_prints_the_result_as_json_on_stdout(cli: Cli) -> None:
     done = cli("run", "cli_flows:greet", "name=Ada")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"greeting": "hello Ada!"}
     assert done.stderr == ""
 
 
-def test_run_passes_key_colon_equals_as_json_and_key_equals_as_string() -> None:
+def test_run_passes_key_colon_equals_as_json_and_key_equals_as_string(cli: Cli) -> None:
     done = cli("run", "cli_flows:echo_flow", 'payload:={"a": [1, 2.5, null]}')
     assert json.loads(done.stdout) == {"payload": {"a": [1, 2.5, None]}, "type": "dict"}
     done = cli("run", "cli_flows:echo_flow", "payload=3")
@@ -116,23 +173,25 @@ def test_run_passes_key_colon_equals_as_json_and_key_equals_as_string() -> None:
     assert json.loads(done.stdout) == {"payload": "a=b:=c", "type": "str"}
 
 
-def test_run_calls_a_zero_argument_factory() -> None:
+def test_run_calls_a_zero_argument_factory(cli: Cli) -> None:
     done = cli("run", "cli_flows:make_greet", "name=Bo", "punctuation=?")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"greeting": "hello Bo?"}
 
 
-def test_run_writes_values_json_cannot_hold_with_str() -> None:
+def test_run_writes_values_json_cannot_hold_with_str(cli: Cli) -> None:
     done = cli("run", "cli_flows:stamped")
     assert json.loads(done.stdout) == {"when": "2024-01-02", "where": "/tmp"}
 
 
-def test_run_indent_pretty_prints() -> None:
+def test_run_indent_pretty_prints(cli: Cli) -> None:
     done = cli("run", "cli_flows:greet", "name=Ada", "--indent", "2")
     assert done.stdout == '{\n  "greeting": "hello Ada!"\n}\n'
 
 
-def test_run_of_a_failing_flow_prints_the_traceback_with_the_step_note_and_exits_1() -> None:
+def test_run_of_a_failing_flow_prints_the_traceback_with_the_step_note_and_exits_1(
+    cli: Cli,
+) -> None:
     done = cli("run", "cli_flows:failing", "name=x")
     assert done.returncode == 1
     assert done.stdout == ""
@@ -140,15 +199,13 @@ def test_run_of_a_failing_flow_prints_the_traceback_with_the_step_note_and_exits
     assert "raised by step 'explode' at definition[1]" in done.stderr
 
 
-def test_run_imports_a_module_from_the_current_directory(tmp_path: Path) -> None:
+def test_run_imports_a_module_from_the_current_directory(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "here_flows.py").write_text(
         "from asyncdataflow import DataFlow\n"
         "async def double(x): return {'y': 2 * x}\n"
         "flow = DataFlow((double,))\n"
     )
-    env = _env()
-    env["PYTHONPATH"] = ""  # only the working directory can provide it
-    done = cli("run", "here_flows:flow", "x:=21", cwd=tmp_path, env=env)
+    done = cli("run", "here_flows:flow", "x:=21", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"y": 42}
 
@@ -163,10 +220,9 @@ def test_run_imports_a_module_from_the_current_directory(tmp_path: Path) -> None
         (["run", "cli_flows:returns_other"], "returned int, not a DataFlow"),
         (["run", "broker_graph:main"], "is an async function"),
         (["run", "cli_flows:needs_arguments"], "is a callable that needs arguments"),
-        (["run", "cli_flows.py:greet"], "name the module, not the file: cli_flows:ATTR"),
         (["run", "cli_flows:greet", "name"], "'name': expected key=value"),
         (["run", "cli_flows:greet", "1st=a"], "'1st=a': expected key=value"),
-        (["run", "cli_flows:greet", "n:=[1,"], "the value after := is not JSON"),
+        (["run", "cli_flows:greet", "n:=[1,"], "the value after := is not strict JSON"),
         (["run", "cli_flows:greet", "a=1", "a=2"], "'a' is given twice"),
         (["run", "cli_flows:greet", "--interval", "1"], "add --loop"),
         (["map", "cli_flows:squares", "--input", "/no/such/file.jsonl"], "--input"),
@@ -176,7 +232,7 @@ def test_run_imports_a_module_from_the_current_directory(tmp_path: Path) -> None
     ],
 )
 def test_user_errors_go_to_stderr_without_traceback_and_exit_2(
-    args: list[str], message: str
+    cli: Cli, args: list[str], message: str
 ) -> None:
     done = cli(*args)
     assert done.returncode == 2
@@ -186,7 +242,9 @@ def test_user_errors_go_to_stderr_without_traceback_and_exit_2(
     assert "Traceback" not in done.stderr
 
 
-def test_a_module_that_fails_to_import_shows_its_traceback_and_exits_2(tmp_path: Path) -> None:
+def test_a_module_that_fails_to_import_shows_its_traceback_and_exits_2(
+    cli: Cli, tmp_path: Path
+) -> None:
     (tmp_path / "broken_flows.py").write_text("import json\nraise RuntimeError('boom')\n")
     done = cli("run", "broken_flows:flow", cwd=tmp_path)
     assert done.returncode == 2
@@ -209,6 +267,15 @@ def test_console_script_is_installed_and_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"greeting": "hello Cy!"}
+
+
+def test_python_dash_m_runs_the_command_and_reports_usage_errors() -> None:
+    done = subprocess_cli("run", "cli_flows:greet", "name=Ada")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"greeting": "hello Ada!"}
+    done = subprocess_cli("run", "cli_flows:nope")
+    assert done.returncode == 2
+    assert done.stderr.startswith("asyncdataflow: error: ")
 
 
 # -- run --loop -----------------------------------------------------------------------
@@ -317,7 +384,7 @@ def _write_inputs(path: Path, count: int, extra: Sequence[str] = ()) -> None:
 
 
 def test_map_over_1000_inputs_keeps_order_reports_every_failure_and_exits_1(
-    tmp_path: Path,
+    cli: Cli, tmp_path: Path
 ) -> None:
     source, out, errors = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "err.jsonl"
     _write_inputs(source, 1000, ["not json", "", "[1, 2]"])
@@ -369,7 +436,7 @@ def test_map_over_1000_inputs_keeps_order_reports_every_failure_and_exits_1(
     )
 
 
-def test_map_writes_results_to_stdout_and_failures_to_stderr(tmp_path: Path) -> None:
+def test_map_writes_results_to_stdout_and_failures_to_stderr(cli: Cli, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"n": 1}\n{"n": 3}\n{"n": 2}\n')
     done = cli("map", "cli_flows:squares", "--input", str(source))
@@ -383,69 +450,36 @@ def test_map_writes_results_to_stdout_and_failures_to_stderr(tmp_path: Path) -> 
     assert err[1].startswith("asyncdataflow map: 3 inputs, 2 ok, 1 failed")
 
 
-def test_map_reads_stdin_and_exits_0_when_all_succeed() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "asyncdataflow", "map", "cli_flows:greet", "--input", "-"],
-        input='{"name": "a"}\n{"name": "b", "punctuation": "?"}\n',
-        cwd=TESTS,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def test_map_reads_stdin_and_exits_0_when_all_succeed(cli: Cli) -> None:
+    done = cli(
+        "map",
+        "cli_flows:greet",
+        "--input",
+        "-",
+        stdin=b'{"name": "a"}\n{"name": "b", "punctuation": "?"}\n',
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ['{"greeting": "hello a!"}', '{"greeting": "hello b?"}']
 
 
-def test_map_shows_a_progress_bar_when_stderr_is_a_terminal(tmp_path: Path) -> None:
+def test_map_shows_a_progress_bar_when_stderr_is_a_terminal(cli: Cli, tmp_path: Path) -> None:
     source, out, errors = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "err.jsonl"
     source.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(300)))
-    master, slave = pty.openpty()
-    chunks: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # EIO: the other side closed
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "asyncdataflow",
-                "map",
-                "cli_flows:slow_squares",
-                "--input",
-                str(source),
-                "--output",
-                str(out),
-                "--errors",
-                str(errors),
-                "--concurrency",
-                "5",
-            ],
-            cwd=TESTS,
-            env=_env(),
-            stderr=slave,
-            stdout=subprocess.PIPE,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(slave)
-        reader.join(timeout=10)
-        os.close(master)
+    done = cli(
+        "map",
+        "cli_flows:slow_squares",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--errors",
+        str(errors),
+        "--concurrency",
+        "5",
+        tty=True,
+    )
     assert done.returncode == 0
-    screen = b"".join(chunks).decode()
+    screen = done.stderr
     frames = [f for f in screen.split("\r") if f.strip("\x1b[K \n")]
     assert len(frames) >= 3  # redrawn in place while it ran
     assert all(f.startswith("\x1b[K") for f in frames)
@@ -465,13 +499,13 @@ def test_map_shows_a_progress_bar_when_stderr_is_a_terminal(tmp_path: Path) -> N
 # -- graph ----------------------------------------------------------------------------
 
 
-def test_graph_prints_the_brokers_mermaid_text() -> None:
+def test_graph_prints_the_brokers_mermaid_text(cli: Cli) -> None:
     done = cli("graph", "broker_graph:broker")
     assert done.returncode == 0, done.stderr
     assert done.stdout == BROKER_MERMAID
 
 
-def test_graph_dot_format_prints_clusters() -> None:
+def test_graph_dot_format_prints_clusters(cli: Cli) -> None:
     done = cli("graph", "broker_graph:broker", "--format", "dot")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('digraph "broker" {\n')
@@ -479,7 +513,7 @@ def test_graph_dot_format_prints_clusters() -> None:
     assert 'n2_0_0 [label="ask_system_a\\nin: query_a\\nout: raw_a"];' in done.stdout
 
 
-def test_graph_writes_text_formats_by_extension(tmp_path: Path) -> None:
+def test_graph_writes_text_formats_by_extension(cli: Cli, tmp_path: Path) -> None:
     assert cli("graph", "broker_graph:broker", "--output", str(tmp_path / "b.mmd")).returncode == 0
     assert (tmp_path / "b.mmd").read_text() == BROKER_MERMAID
     assert cli("graph", "broker_graph:broker", "--output", str(tmp_path / "b.dot")).returncode == 0
@@ -488,7 +522,7 @@ def test_graph_writes_text_formats_by_extension(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 @pytest.mark.parametrize("ext", ["svg", "png"])
-def test_graph_renders_an_image_with_graphviz(tmp_path: Path, ext: str) -> None:
+def test_graph_renders_an_image_with_graphviz(cli: Cli, tmp_path: Path, ext: str) -> None:
     target = tmp_path / f"broker.{ext}"
     done = cli("graph", "broker_graph:broker", "--output", str(target))
     assert done.returncode == 0, done.stderr
@@ -520,16 +554,13 @@ def test_docs_broker_svg_is_the_current_rendering() -> None:
     assert "in: data_a?, data_b?" in svg
 
 
-def test_graph_image_without_graphviz_says_how_to_install_it(tmp_path: Path) -> None:
+def test_graph_image_without_graphviz_says_how_to_install_it(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
-    done = cli(
-        "graph",
-        "broker_graph:broker",
-        "--output",
-        str(tmp_path / "b.svg"),
-        env=_env(PATH=str(empty)),
-    )
+    monkeypatch.setenv("PATH", str(empty))
+    done = cli("graph", "broker_graph:broker", "--output", str(tmp_path / "b.svg"))
     assert done.returncode == 2
     assert "apt-get install graphviz" in done.stderr
     assert "brew install graphviz" in done.stderr
@@ -558,7 +589,7 @@ def test_plugins_lists_built_in_entry_point_and_registered_plugins(tmp_path: Pat
     _demo_distribution(tmp_path)
     env = _env(ASYNCDATAFLOW_LOAD_PLUGINS="demo")
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
-    done = cli("plugins", "cli_flows", env=env)
+    done = subprocess_cli("plugins", "cli_registers", env=env)
     assert done.returncode == 0, done.stderr
     table = done.stdout.splitlines()
     assert re.split(r"\s{2,}", table[0]) == ["NAME", "SOURCE", "HOOKS"]
@@ -571,7 +602,9 @@ def test_plugins_lists_built_in_entry_point_and_registered_plugins(tmp_path: Pat
 
 
 def test_plugins_json_includes_a_flows_own_plugins() -> None:
-    done = cli("plugins", "cli_flows:traced", "--json", env=_env(ASYNCDATAFLOW_LOAD_PLUGINS=""))
+    done = subprocess_cli(
+        "plugins", "cli_registers:traced", "--json", env=_env(ASYNCDATAFLOW_LOAD_PLUGINS="")
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [
         {
@@ -585,7 +618,7 @@ def test_plugins_json_includes_a_flows_own_plugins() -> None:
             "name": "cli-audit",
             "source": "registered",
             "distribution": None,
-            "plugin": "cli_flows.Audit",
+            "plugin": "cli_registers.Audit",
             "hooks": ["after_flow_run", "before_flow_run"],
         },
         {
@@ -596,3 +629,304 @@ def test_plugins_json_includes_a_flows_own_plugins() -> None:
             "hooks": ["before_step_run"],
         },
     ]
+
+
+# -- bad input, strict JSON, files (issue: every promise holds under bad input) --------
+
+
+def _map_files(
+    cli: Cli, tmp_path: Path, target: str, rows: Sequence[bytes]
+) -> tuple[Done, list[object], dict[int, dict[str, object]]]:
+    source, out, errors = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "err.jsonl"
+    source.write_bytes(b"".join(row + b"\n" for row in rows))
+    done = cli("map", target, "--input", str(source), "--output", str(out), "--errors", str(errors))
+    results = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    failures = [json.loads(line) for line in errors.read_text(encoding="utf-8").splitlines()]
+    return done, results, {f["line"]: f for f in failures}
+
+
+def test_map_a_bad_line_is_a_failure_of_that_line_and_the_rest_is_processed(
+    cli: Cli, tmp_path: Path
+) -> None:
+    rows = [
+        b'{"payload": 1}',
+        b'{"payload": "caf\xe9"}',  # Latin-1, not UTF-8
+        b'{"payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"payload": ' + b"9" * 5000 + b"}",  # over Python's 4,300-digit limit
+        b'{"payload": "\\ud800"}',  # a lone surrogate: fails only when written
+        b'{"payload": 2}',
+    ]
+    done, results, failures = _map_files(cli, tmp_path, "cli_flows:echo_flow", rows)
+    assert done.returncode == 1
+    assert results == [{"payload": 1, "type": "int"}, {"payload": 2, "type": "int"}]
+    assert sorted(failures) == [2, 3, 4, 5]
+    assert failures[2]["error"]["type"] == "UnicodeDecodeError"
+    assert failures[2]["input"] == '{"payload": "caf\\xe9"}'
+    assert "nested deeper" in failures[3]["error"]["message"]
+    assert failures[4]["error"]["type"] == "ValueError"
+    assert "digits" in failures[4]["error"]["message"]
+    assert failures[5]["input"] == {"payload": "\ud800"}  # the record itself is written
+    assert "not valid Unicode" in failures[5]["error"]["message"]
+    assert "2 ok, 4 failed" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than Python can parse"),
+        ("9" * 5000, "not strict JSON"),
+        ("NaN", "not strict JSON"),
+    ],
+)
+def test_run_with_a_json_value_python_cannot_take_is_a_usage_error(
+    cli: Cli, value: str, message: str
+) -> None:
+    done = cli("run", "cli_flows:echo_flow", f"payload:={value}")
+    assert done.returncode == 2
+    assert done.stderr.startswith("asyncdataflow: error: ")
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr) < 1000  # the 200,000 characters are not echoed
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "-inf"])
+def test_run_of_a_result_holding_nan_or_infinity_writes_no_json_and_exits_1(
+    cli: Cli, kind: str
+) -> None:
+    done = cli("run", "cli_flows:not_a_number", f"kind={kind}")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "NaN or Infinity" in done.stderr
+
+
+def test_run_of_a_result_holding_a_lone_surrogate_writes_nothing_and_exits_1(cli: Cli) -> None:
+    done = cli("run", "cli_flows:lone_surrogate", "text=x")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "not valid Unicode ('\\ud800'" in done.stderr
+
+
+def test_map_writes_strict_json_nan_results_and_inputs_are_failures_of_their_line(
+    cli: Cli, tmp_path: Path
+) -> None:
+    rows = [b'{"kind": "1.5"}', b'{"kind": "nan"}', b'{"kind": "-inf"}', b'{"kind": NaN}']
+    done, results, failures = _map_files(cli, tmp_path, "cli_flows:not_a_number", rows)
+    assert done.returncode == 1
+    assert results == [{"value": 1.5}]
+    assert sorted(failures) == [2, 3, 4]
+    assert failures[2]["input"] == {"kind": "nan"}
+    assert "NaN or Infinity" in failures[2]["error"]["message"]
+    assert failures[4]["input"] == '{"kind": NaN}'
+    assert "NaN is not JSON" in failures[4]["error"]["message"]
+    text = (tmp_path / "out.jsonl").read_text() + (tmp_path / "err.jsonl").read_text()
+    assert "Infinity" not in text.replace("NaN or Infinity", "")
+
+
+@pytest.mark.parametrize("option", ["--output", "--errors"])
+def test_map_refuses_to_write_over_its_input(cli: Cli, tmp_path: Path, option: str) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"n": 1}\n{"n": 2}\n')
+    (tmp_path / "alias.jsonl").symlink_to(source)
+    for spelling in (str(source), "./in.jsonl", str(tmp_path / "alias.jsonl")):
+        done = cli(
+            "map", "cli_flows:squares", "--input", str(source), option, spelling, cwd=tmp_path
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"{option} {spelling!r} is the input file" in done.stderr
+        assert source.read_text() == '{"n": 1}\n{"n": 2}\n'
+
+
+def test_map_closes_the_flow_when_writing_a_result_fails(cli: Cli, tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (a device whose writes fail with ENOSPC)")
+    marker, gate = tmp_path / "marker", tmp_path / "gate"
+    gate.touch()
+    source = tmp_path / "in.jsonl"
+    rows = [{"n": n, "marker": str(marker), "gate": str(gate)} for n in range(3)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = cli("map", "cli_flows:gated", "--input", str(source), "--output", "/dev/full")
+    assert done.returncode == 1
+    assert "writing failed" in done.stderr
+    assert "No space left on device" in done.stderr
+    assert lines(marker)[-1] == "closed"
+
+
+# -- naming the flow by its file ------------------------------------------------------
+
+
+def test_a_flow_target_may_be_a_file_path(cli: Cli, tmp_path: Path) -> None:
+    name = f"flows_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text(
+        "from asyncdataflow import DataFlow\n"
+        "async def double(x): return {'y': 2 * x}\n"
+        "flow = DataFlow((double,))\n"
+    )
+    package = tmp_path / f"pkg_{tmp_path.name}"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("async def triple(x): return {'y': 3 * x}\n")
+    (package / "flows.py").write_text(
+        "from asyncdataflow import DataFlow\nfrom .helpers import triple\n"
+        "flow = DataFlow((triple,))\n"
+    )
+    (tmp_path / "sub").mkdir()
+    for target, cwd, y in [
+        (f"./{name}.py:flow", tmp_path, 42),
+        (f"{name}.py:flow", tmp_path, 42),
+        (f"../{name}.py:flow", tmp_path / "sub", 42),
+        (f"{tmp_path / name}.py:flow", TESTS, 42),
+        (f"{package.name}/flows.py:flow", tmp_path, 63),  # relative imports work
+        (f"{package}/flows:flow", TESTS, 63),  # .py may be left off
+        ("./cli_flows.py:greet", TESTS, None),
+    ]:
+        done = (
+            cli("run", target, "x:=21", "name=Ada", cwd=cwd)
+            if y is None
+            else cli("run", target, "x:=21", cwd=cwd)
+        )
+        assert done.returncode == 0, (target, done.stderr)
+        expected = {"y": y} if y is not None else {"greeting": "hello Ada!"}
+        assert json.loads(done.stdout) == expected, target
+
+
+def test_a_file_path_target_that_does_not_resolve_says_what_to_type(
+    cli: Cli, tmp_path: Path
+) -> None:
+    done = cli("run", "./missing.py:flow", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"'./missing.py': no such file (looked for {tmp_path / 'missing.py'})" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "json.py").write_text("flow = 1\n")  # shadowed by the standard library
+    done = cli("run", f"{tmp_path / 'json.py'}:flow", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "the module name 'json' is already taken" in done.stderr
+    assert "rename the file" in done.stderr
+
+
+# -- plugins registered in code ---------------------------------------------------------
+
+
+def test_plugins_labels_a_plugin_registered_in_code_as_registered(cli: Cli) -> None:
+    from asyncdataflow import register_plugin, unregister_plugin
+    from asyncdataflow.plugins import log
+
+    name = register_plugin(log)  # the package's log plugin, registered by the user
+    try:
+        done = cli("plugins", "--json")
+    finally:
+        unregister_plugin(log)
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)}
+    assert name == "asyncdataflow.plugins.log"
+    assert rows[name]["source"] == "registered"
+    assert rows["asyncdataflow.retry"]["source"] == "built-in"
+
+
+# -- map: stdin as a pipe, signals (real processes) ----------------------------------
+
+
+def _readline(stream: object, timeout: float = 30) -> str:
+    """One line from a subprocess pipe, or fail after `timeout` without hanging."""
+    assert hasattr(stream, "readline") and hasattr(stream, "fileno")
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, "timed out waiting for a line"
+    line: str = stream.readline()
+    return line
+
+
+def test_map_input_from_a_pipe_writes_a_result_before_the_next_line_arrives() -> None:
+    proc = popen("map", "cli_flows:greet", "--input", "-", stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write('{"name": "a"}\n')
+        proc.stdin.flush()
+        # the next line has not come, and stdin is still open: the run went ahead anyway
+        assert json.loads(_readline(proc.stdout)) == {"greeting": "hello a!"}
+        proc.stdin.write('{"name": "b"}\n')
+        proc.stdin.flush()
+        assert json.loads(_readline(proc.stdout)) == {"greeting": "hello b!"}
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        _end(proc)
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _gated_line(n: int, tmp_path: Path) -> str:
+    return json.dumps({"n": n, "marker": str(tmp_path / "marker"), "gate": str(tmp_path / "gate")})
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_map_on_a_signal_reads_no_more_finishes_the_runs_in_flight_and_closes(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    marker, out = tmp_path / "marker", tmp_path / "out.jsonl"
+    proc = popen(
+        "map", "cli_flows:gated", "--input", "-", "--output", str(out), stdin=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(_gated_line(0, tmp_path) + "\n" + _gated_line(1, tmp_path) + "\n")
+        proc.stdin.flush()
+        wait_for(lambda: sorted(lines(marker)) == ["start 0", "start 1"])
+        proc.send_signal(signum)
+        assert "reading no more input" in _readline(proc.stderr)
+        proc.stdin.write(_gated_line(2, tmp_path) + "\n")  # comes too late: not run
+        proc.stdin.flush()
+        (tmp_path / "gate").touch()  # let the two runs in flight finish
+        assert proc.wait(timeout=30) == 128 + signum
+    finally:
+        _end(proc)
+    assert [json.loads(line) for line in lines(out)] == [{"n": 0}, {"n": 1}]
+    assert "start 2" not in lines(marker)
+    assert lines(marker)[-1] == "closed"
+
+
+def test_map_second_signal_cancels_the_runs_in_flight_and_still_closes(tmp_path: Path) -> None:
+    marker, out = tmp_path / "marker", tmp_path / "out.jsonl"
+    proc = popen(
+        "map", "cli_flows:gated", "--input", "-", "--output", str(out), stdin=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(_gated_line(0, tmp_path) + "\n")
+        proc.stdin.flush()
+        wait_for(lambda: lines(marker) == ["start 0"])
+        proc.send_signal(signal.SIGTERM)
+        assert "reading no more input" in _readline(proc.stderr)
+        proc.send_signal(signal.SIGTERM)  # the gate never opens: only cancelling ends it
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert "runs in flight cancelled" in proc.stderr.read()
+    finally:
+        _end(proc)
+    assert lines(out) == []
+    assert lines(marker) == ["start 0", "closed"]
+
+
+# -- outside the CLI: the service recipe of docs/cli.md -------------------------------
+
+
+def test_the_service_recipe_stops_on_sigterm_after_the_iteration_and_closes_the_flow(
+    tmp_path: Path,
+) -> None:
+    doc = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = doc.split("## Without the CLI: a service that stops cleanly", 1)[1]
+    script = tmp_path / "service.py"
+    script.write_text(section.split("```python\n", 1)[1].split("```", 1)[0])
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # not -15: the signal was handled
+    assert done.stdout.splitlines() == ["closed", "{'source': 'orders', 'polls': 3}"]
+    assert done.stderr == ""

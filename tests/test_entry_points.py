@@ -118,3 +118,16 @@ async def test_a_plugin_that_fails_to_load_is_logged_and_left_out(
     assert pm.get_plugin("broken") is None
     # the good one still loaded and ran
     assert sample_module().CALLS[-1] == ("after_flow_run", "survives", None)
+
+
+async def test_an_entry_point_plugin_is_listed_with_its_distribution(
+    installed: pytest.MonkeyPatch,
+) -> None:
+    pm = asyncdataflow.get_plugin_manager()
+    module = sample_module()
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    assert dists[id(module)].project_name == "adf-sample-plugin"
+    assert dists[id(module)].version == "0.1"
+    # a flow with plugins of its own lists the global entry points too
+    flow_pm = plugin_manager.plugin_manager_for([object()])
+    assert id(module) in {id(plugin) for plugin, _ in flow_pm.list_plugin_distinfo()}

@@ -7,7 +7,7 @@ import functools
 
 import pytest
 
-from asyncdataflow import DataFlow, exceptions
+from asyncdataflow import DataFlow, exceptions, step
 from asyncdataflow.exceptions import (
     ArgsMapperError,
     DataFlowCallError,
@@ -245,3 +245,40 @@ async def test_a_base_exception_from_a_branch_propagates_unchanged_and_cancels_s
         await DataFlow(((aborts, slow),))(x=1)
     assert info.value is error
     assert sibling == ["cancelled"]
+
+
+@pytest.mark.parametrize("is_async", [True, False])
+async def test_a_step_timeout_says_which_step_and_how_many_seconds(is_async: bool) -> None:
+    import threading
+
+    release = threading.Event()
+
+    async def slow_async(x: int) -> dict[str, int]:
+        await asyncio.Event().wait()
+        return {"x": x}
+
+    def slow_sync(x: int) -> dict[str, int]:
+        release.wait(10)
+        return {"x": x}
+
+    func = slow_async if is_async else slow_sync
+    flow = DataFlow((step(func, name="fetch", timeout=0.05),))
+    try:
+        with pytest.raises(TimeoutError) as info:
+            await flow(x=1)
+    finally:
+        release.set()
+    # it used to be a bare TimeoutError with an empty message
+    assert str(info.value).startswith(
+        "step 'fetch' at definition[0] did not finish within its timeout of 0.05 s"
+    )
+
+
+async def test_a_timeout_error_raised_by_the_step_itself_is_left_alone() -> None:
+    async def refuses(x: int) -> dict[str, int]:
+        raise TimeoutError("upstream said 504")
+
+    flow = DataFlow((step(refuses, timeout=5),))
+    with pytest.raises(TimeoutError) as info:
+        await flow(x=1)
+    assert info.value.args == ("upstream said 504",)

@@ -103,7 +103,15 @@ class Recorder:
 
     @hookimpl
     def on_step_error(
-        self, flow: Any, run: Any, step: Any, error: Any, attempt: int, duration: float
+        self,
+        flow: Any,
+        run: Any,
+        step: Any,
+        error: Any,
+        attempt: int,
+        duration: float,
+        final: bool,
+        delay: float | None,
     ) -> None:
         self.calls.append(
             (
@@ -115,6 +123,8 @@ class Recorder:
                     "error": error,
                     "attempt": attempt,
                     "duration": duration,
+                    "final": final,
+                    "delay": delay,
                     "task": asyncio.current_task(),
                 },
             )
@@ -601,6 +611,168 @@ async def test_step_hooks_alone_get_a_run() -> None:
     assert len(seen) == 2
     assert isinstance(seen[0], RunInfo)
     assert seen[0] is seen[1]
+
+
+# -- pluggy owns registration and dispatch -----------------------------------------
+
+
+async def test_pluggys_own_register_unregister_and_set_blocked_reach_a_built_flow() -> None:
+    pm = asyncdataflow.get_plugin_manager()
+    flow = DataFlow((start,))
+    assert await flow(x=1) == {"y": 2}
+    rec = Recorder()
+    pm.register(rec, name="test-recorder")
+    try:
+        await flow(x=1)
+        assert [n for n, _ in rec.calls][:2] == ["before_flow_run", "before_step_run"]
+        seen = len(rec.calls)
+        pm.set_blocked("test-recorder")
+        await flow(x=1)
+        assert len(rec.calls) == seen
+        assert "await R" not in flow.source  # rebuilt without hooks
+        pm.unblock("test-recorder")
+        pm.register(rec, name="test-recorder")
+        await flow(x=1)
+        assert len(rec.calls) == 2 * seen
+    finally:
+        if pm.is_registered(rec):
+            pm.unregister(rec)
+    await flow(x=1)
+    assert len(rec.calls) == 2 * seen
+
+
+async def test_hook_calls_go_through_pluggy_and_its_monitoring(recorder: Recorder) -> None:
+    seen: list[tuple[str, list[str]]] = []
+    own = Recorder()
+
+    def before(hook: str, impls: Any, kwargs: Any) -> None:
+        seen.append((hook, [i.plugin_name for i in impls]))
+
+    def after(outcome: Any, hook: str, impls: Any, kwargs: Any) -> None:
+        pass
+
+    undo = asyncdataflow.get_plugin_manager().add_hookcall_monitoring(before, after)
+    try:  # a flow with plugins of its own is seen by the global manager's monitoring too
+        await DataFlow((start,), plugins=[own])(x=1)
+    finally:
+        undo()
+    assert [hook for hook, _ in seen] == [
+        *["before_flow_run"] * 2,
+        *["before_step_run"] * 2,
+        *["after_step_run"] * 2,
+        *["after_flow_run"] * 2,
+    ]
+    assert all(len(names) == 1 for _, names in seen)  # one implementation per call
+    assert len(own.calls) == len(recorder.calls) == 4
+
+
+async def test_a_wrapper_of_the_retry_decision_wraps_it() -> None:
+    answers: list[float | None] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def step_retry_delay(self) -> Any:
+            answer = yield
+            answers.append(answer)
+            return answer
+
+    flow = DataFlow(
+        (step(make_flaky(1), retry=Retry(attempts=2, backoff=0.001, jitter=False)),),
+        plugins=[Wrapper()],
+    )
+    assert await flow(left=1, thread=False, seen="") == {"total": 1}
+    assert answers == [0.001]
+
+
+async def test_run_is_never_none_also_when_only_the_retry_decision_is_asked() -> None:
+    runs: list[Any] = []
+
+    class Decider:
+        @hookimpl
+        def step_retry_delay(self, run: Any) -> float | None:
+            runs.append(run)
+            return None
+
+    flow = DataFlow(
+        (step(make_flaky(5), retry=Retry(attempts=3, backoff=0)),),
+        plugins=[Decider()],
+    )
+    with pytest.raises(ConnectionError):
+        await flow(left=1, thread=False, seen="")
+    assert len(runs) == 3 and all(isinstance(r, RunInfo) for r in runs)
+    assert runs[0] is runs[1] is runs[2]
+    # without any plugin of its own the built-in decider gets a run as well
+    asked: list[Any] = []
+
+    class Spy:
+        @hookimpl(tryfirst=True)
+        def step_retry_delay(self, run: Any) -> None:
+            asked.append(run)
+
+    asyncdataflow.register_plugin(Spy(), name="spy")
+    try:
+        quiet = DataFlow((step(make_flaky(1), retry=Retry(attempts=2, backoff=0)),))
+        await quiet(left=1, thread=False, seen="")
+    finally:
+        asyncdataflow.unregister_plugin(name="spy")
+    assert len(asked) == 1 and isinstance(asked[0], RunInfo)
+
+
+async def test_observers_are_told_the_runners_retry_decision(recorder: Recorder) -> None:
+    class ReturnsANumber:
+        async def __call__(self, total: int) -> Any:
+            return 5
+
+    flow = DataFlow(
+        (
+            step(make_flaky(1), name="flaky", retry=Retry(attempts=3, backoff=0.001, jitter=False)),
+            step(ReturnsANumber(), name="bad", retry=Retry(attempts=3, backoff=0)),
+        ),
+    )
+    with pytest.raises(asyncdataflow.exceptions.DataFlowFunctionResultError) as caught:
+        await flow(left=1, thread=False, seen="")
+    errors = [(kw["step"].name, kw["final"], kw["delay"]) for kw in recorder.of("on_step_error")]
+    # a wrong result type is never retried, whatever the policy: final at once
+    assert errors == [("flaky", False, 0.001), ("bad", True, None)]
+    assert [kw["delay"] for kw in recorder.of("on_step_retry")] == [0.001]
+    assert not any("retried" in n for n in getattr(caught.value, "__notes__", ()))
+
+
+async def test_the_log_plugin_logs_a_wrong_result_type_under_a_policy_as_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asyncdataflow.plugins import log
+
+    async def returns_a_number(x: int) -> Any:
+        return 5
+
+    flow = DataFlow((step(returns_a_number, retry=Retry(attempts=3)),), plugins=[log])
+    with caplog.at_level(logging.DEBUG, logger=log.LOGGER_NAME):
+        with pytest.raises(asyncdataflow.exceptions.DataFlowFunctionResultError):
+            await flow(x=1)
+    events = [(r.levelname, r.adf_event) for r in caplog.records if r.name == log.LOGGER_NAME]
+    assert ("ERROR", "step_failed") in events
+    assert ("DEBUG", "step_attempt_failed") not in events
+
+
+async def test_a_failing_retry_decider_is_named_in_the_note_not_a_decline() -> None:
+    class BadDecider:
+        @hookimpl(tryfirst=True)
+        def step_retry_delay(self) -> float | None:
+            raise RuntimeError("decider broke")
+
+    async def fails(x: int) -> dict[str, Any]:
+        raise Boom("original")
+
+    flow = DataFlow((step(fails, retry=Retry(attempts=3, backoff=0)),), plugins=[BadDecider()])
+    with pytest.raises(Boom) as caught:
+        await flow(x=1)
+    notes = caught.value.__notes__
+    assert (
+        "asyncdataflow: not retried: a step_retry_delay hook failed "
+        "(RuntimeError: decider broke); 1 attempt(s) made"
+    ) in notes
+    assert not any("declined" in n for n in notes)
 
 
 # -- rate= and breaker= ------------------------------------------------------------------

@@ -311,7 +311,7 @@ async def test_thread_slot_abandoned_before_the_worker_starts_never_calls_the_fu
     calls = []
     slot.leave()  # the await gave up while the call was still queued
     assert sem._value == 1
-    assert await loop.run_in_executor(None, lambda: slot.run(calls.append, a=1)) is None
+    assert await loop.run_in_executor(None, lambda: slot.run(lambda: calls.append(1))) is None
     slot.leave()
     for _ in range(3):
         await asyncio.sleep(0)
@@ -323,7 +323,7 @@ async def test_thread_slot_released_by_the_worker_once_when_the_call_ran():
     sem = asyncio.Semaphore(1)
     await sem.acquire()
     slot = ThreadSlot(loop, sem)
-    assert await loop.run_in_executor(None, lambda: slot.run(lambda **kw: kw, a=1)) == {"a": 1}
+    assert await loop.run_in_executor(None, lambda: slot.run(lambda: {"a": 1})) == {"a": 1}
     slot.leave()  # too late: the worker owns the release (queued before the result)
     for _ in range(3):
         await asyncio.sleep(0)

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from asyncdataflow import DataFlow, hookimpl, register_plugin, step, unregister_plugin
+import linecache
+import traceback
+
+import pytest
+from pluggy import PluginValidationError
+
+from asyncdataflow import (
+    DataFlow,
+    get_plugin_manager,
+    hookimpl,
+    register_plugin,
+    step,
+    unregister_plugin,
+)
 from asyncdataflow._hooks import Hooks
 
 
@@ -77,22 +90,23 @@ async def test_a_global_plugin_also_given_to_a_flow_is_called_once():
     assert plugin.steps == 2
 
 
-async def test_observer_wrappers_are_not_called_but_plain_implementations_are():
-    calls = []
-
+def test_observer_wrappers_are_refused_when_registered():
     class Wrapping:
         @hookimpl(wrapper=True)
         def after_step_run(self, step):
-            calls.append("wrapper")
             return (yield)
 
-    class Plain:
-        @hookimpl
-        def after_step_run(self, step):
-            calls.append("plain")
+    class OldStyle:
+        @hookimpl(hookwrapper=True)
+        def before_flow_run(self):
+            yield
 
-    await DataFlow((a,), plugins=[Wrapping(), Plain()])(x=1)
-    assert calls == ["plain"]
+    for plugin, hook in ((Wrapping(), "after_step_run"), (OldStyle(), "before_flow_run")):
+        with pytest.raises(PluginValidationError, match=f"{hook} is an observer hook"):
+            register_plugin(plugin)
+        with pytest.raises(PluginValidationError, match="cannot be a wrapper"):
+            DataFlow((a,), plugins=[plugin])
+        assert not get_plugin_manager().is_registered(plugin)
 
 
 async def test_trace_switch_logs_every_observer_hook_call(monkeypatch, caplog):
@@ -105,3 +119,20 @@ async def test_trace_switch_logs_every_observer_hook_call(monkeypatch, caplog):
     assert len(traced) == 2 and plugin.steps == 2
     assert traced[0].startswith("hook after_step_run -> plugin ")
     assert traced[0].endswith("(step)")
+
+
+async def test_a_traceback_through_generated_code_shows_its_lines():
+    async def fails(y):
+        raise ValueError("no")
+
+    flow = DataFlow((a, (fails,)), name="shown")
+    with pytest.raises(ValueError, match="no") as caught:
+        await flow(x=1)
+    text = "".join(traceback.format_exception(caught.value))
+    assert 'File "<asyncdataflow shown ' in text
+    # the line of the generated code that called the step, as it reads in flow.source
+    line = next(ln.strip() for ln in flow.source.splitlines() if "await F" in ln and "y=" in ln)
+    assert line in text
+    frames = [e for e in caught.traceback if str(e.path).startswith("<asyncdataflow shown ")]
+    frame = frames[-1]  # the branch that called the step
+    assert linecache.getline(str(frame.path), frame.lineno + 1).strip() == line

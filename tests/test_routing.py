@@ -304,3 +304,26 @@ async def test_a_function_in_a_concurrent_block_and_after_it_runs_in_both_places
     flow = DataFlow(((count, count), count))
     assert await flow(n=1) == {"n": 1}
     assert calls == [1, 1, 1]
+
+
+def test_missing_arguments_names_the_first_step_candidates_and_what_each_lacks() -> None:
+    async def a(x: int, y: int = 0) -> dict[str, int]:
+        return {"z": x}
+
+    async def b(q: int, r: int) -> dict[str, int]:
+        return {"z": q}
+
+    async def after(z: int) -> dict[str, int]:
+        return {"z": z}
+
+    single = DataFlow((a, after))
+    assert single.missing_arguments({"x": 1}) == []
+    assert [(info.name, info.path, missing) for info, missing in single.missing_arguments({})] == [
+        (a.__qualname__, "definition[0]", ("x",))
+    ]
+    branches = DataFlow(((a, b), after))
+    assert branches.missing_arguments({"q": 1, "r": 2}) == []  # one branch is enough
+    assert [(info.path, missing) for info, missing in branches.missing_arguments({"r": 1})] == [
+        ("definition[0][0]", ("x",)),
+        ("definition[0][1]", ("q",)),
+    ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import UsageError
+from .output import loads
 
 __all__ = ["parse_kwargs"]
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
@@ -27,11 +31,16 @@ def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
             raise UsageError(f"{item!r}: {key!r} is given twice")
         if as_json:
             try:
-                kwargs[key] = json.loads(value)
-            except json.JSONDecodeError as error:
+                kwargs[key] = loads(value)
+            except RecursionError:
                 raise UsageError(
-                    f"{item!r}: the value after := is not JSON ({error}); quote strings "
-                    f"('{key}:=\"text\"') or use {key}=text"
+                    f"{key}:=...: the JSON value is nested deeper than Python can parse; "
+                    f"pass it in a file and read it in the flow"
+                ) from None
+            except ValueError as error:
+                raise UsageError(
+                    f"{_shorten(item)!r}: the value after := is not strict JSON ({error}); "
+                    f"quote strings ('{key}:=\"text\"') or use {key}=text"
                 ) from None
         else:
             kwargs[key] = value

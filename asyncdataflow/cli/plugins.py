@@ -10,7 +10,7 @@ from typing import Any
 
 from ..flow import DataFlow
 from ..hookspecs import PROJECT_NAME
-from ..plugin_manager import get_plugin_manager, plugin_manager_for
+from ..plugin_manager import BUILT_IN_NAMES, get_plugin_manager, plugin_manager_for
 from .target import import_module, load_flow
 
 __all__ = ["register"]
@@ -61,7 +61,7 @@ def plugin_rows(flow: DataFlow | None) -> list[dict[str, Any]]:
             source = "entry point"
             if ep.dist is not None:
                 distribution = f"{ep.dist.name} {ep.dist.version}"
-        elif where.startswith("asyncdataflow."):
+        elif name in BUILT_IN_NAMES:  # registered by the package itself
             source = "built-in"
         else:
             source = "registered"

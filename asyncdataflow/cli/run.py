@@ -8,13 +8,13 @@ import signal
 import sys
 from typing import Any
 
-from .._compiler import guard_missing
 from .._names import closest
 from ..flow import DataFlow
 from ..hookspecs import hookimpl
 from .errors import PROG, UsageError, fail, format_exception
 from .kwargs import parse_kwargs
-from .output import to_json
+from .output import print_json
+from .signals import stop_on_signals
 from .target import close_flow, load_flow
 
 __all__ = ["register"]
@@ -71,7 +71,7 @@ class _PrintEachIteration:
     @hookimpl
     def after_loop_iteration(self, result: dict[str, Any] | None) -> None:
         if result is not None:
-            print(to_json(result, self.indent), flush=True)
+            print_json(result, self.indent)
 
 
 def _loop_flow(flow: DataFlow, args: argparse.Namespace) -> DataFlow:
@@ -102,12 +102,12 @@ def _loop_flow(flow: DataFlow, args: argparse.Namespace) -> DataFlow:
 
 def _missing_arguments(flow: DataFlow, kwargs: dict[str, Any]) -> str | None:
     """Why the flow's first item cannot be taken with these arguments, or None."""
-    candidates = guard_missing(flow.plan.items[0], kwargs)
-    if not all(missing for _, missing in candidates):
+    candidates = flow.missing_arguments(kwargs)
+    if not candidates:
         return None
     needed = sorted({name for _, missing in candidates for name in missing})
     steps = "; ".join(
-        f"{fn.info.name} at {fn.info.path} takes {', '.join(missing)}" for fn, missing in candidates
+        f"{info.name} at {info.path} takes {', '.join(missing)}" for info, missing in candidates
     )
     hint = " ".join(f"{name}=..." for name in needed)
     message = f"the flow needs {' or '.join(needed)} ({steps}); pass {hint} (or NAME:=JSON)"
@@ -130,35 +130,20 @@ async def _run(args: argparse.Namespace) -> int:
         return await flow(**kwargs)
 
     task = loop.create_task(call())
-    received: list[int] = []
 
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if flow.infinity_loop and len(received) == 1:
-            print(
-                f"{PROG}: {signal.Signals(signum).name}: stopping after the current iteration "
-                f"(send it again to cancel)",
-                file=sys.stderr,
-                flush=True,
-            )
-            flow.stop()
-        else:
-            task.cancel()
+    def stop_loop(name: str) -> None:
+        print(
+            f"{PROG}: {name}: stopping after the current iteration (send it again to cancel)",
+            file=sys.stderr,
+            flush=True,
+        )
+        flow.stop()
 
-    handled: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, on_signal, signum)
-            handled.append(signum)
-        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C cancels as usual
-            pass
     code = 0
+    received: list[int] = []
     try:
-        try:
+        with stop_on_signals(task, stop_loop if flow.infinity_loop else None) as received:
             result = await task
-        finally:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
     except asyncio.CancelledError:
         if not received:
             raise
@@ -169,8 +154,8 @@ async def _run(args: argparse.Namespace) -> int:
         print(format_exception(error), file=sys.stderr)
         code = 1
     else:
-        if not args.each:
-            print(to_json(result, args.indent), flush=True)
+        if not args.each and not print_json(result, args.indent):
+            code = 1
     finally:
         if not await close_flow(flow):
             code = code or 1

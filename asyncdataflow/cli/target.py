@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -15,24 +16,75 @@ from .errors import PROG, UsageError, format_exception
 __all__ = ["close_flow", "import_module", "load_flow"]
 
 
+def _is_path(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
+def _module_for_file(name: str) -> tuple[str, str]:
+    """(the directory to put on ``sys.path``, the dotted module name) for a file path:
+    ``./flows.py``, ``../x/y.py``, ``/abs/flows.py``, ``pkg/flows`` (``.py`` may be left
+    off). A file inside packages (directories with ``__init__.py``) is imported as
+    ``pkg.flows``, so its relative imports work."""
+    path = Path(name)
+    if path.suffix != ".py" and not path.is_dir():
+        path = path.with_name(path.name + ".py")
+    path = path.resolve()
+    if path.is_dir() and (path / "__init__.py").is_file():
+        parts, parent = [path.name], path.parent
+    elif path.is_file():
+        parts, parent = ([] if path.stem == "__init__" else [path.stem]), path.parent
+    else:
+        raise UsageError(
+            f"{name!r}: no such file (looked for {path}); give the flow as FILE.py:ATTR "
+            f"or as MODULE:ATTR, e.g. flows.py:flow or myapp.flows:flow"
+        )
+    while (parent / "__init__.py").is_file() and parent.parent != parent:
+        parts.insert(0, parent.name)
+        parent = parent.parent
+    dotted = ".".join(parts)
+    if not all(part.isidentifier() for part in parts):
+        raise UsageError(
+            f"{name!r}: {dotted!r} is not a module name Python can import (use letters, "
+            f"digits and _ in file and directory names)"
+        )
+    return str(parent), dotted
+
+
 def import_module(module_name: str) -> ModuleType:
     """Import ``module_name`` with the current directory first on ``sys.path`` (like
-    ``python -m``); a failure is a :class:`UsageError` saying what to do."""
+    ``python -m``), or the file it names (``flows.py``, ``./x/flows.py``, an absolute
+    path); a failure is a :class:`UsageError` saying what to do."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # like `python -m`: modules in the current directory import
+    if _is_path(module_name):
+        directory, dotted = _module_for_file(module_name)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        module = _import(dotted, cwd)
+        where = getattr(module, "__file__", None)
+        expected = Path(directory, *dotted.split("."))
+        if where is None or Path(where).resolve().with_suffix("") not in (
+            expected,
+            expected / "__init__",
+        ):
+            raise UsageError(
+                f"{module_name!r}: the module name {dotted!r} is already taken by {where} "
+                f"(imported first); rename the file"
+            )
+        return module
+    return _import(module_name, cwd)
+
+
+def _import(module_name: str, cwd: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and (module_name == error.name or module_name.startswith(error.name + ".")):
-            hint = ""
-            if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
-                dotted = module_name.removesuffix(".py").replace("/", ".").replace(os.sep, ".")
-                hint = f"; name the module, not the file: {dotted}:ATTR"
             raise UsageError(
                 f"cannot import {module_name!r}: {error} (searched the current directory "
                 f"{cwd} and PYTHONPATH; run from the directory that holds it or add that "
-                f"directory to PYTHONPATH){hint}"
+                f"directory to PYTHONPATH, or give the file: path/to/file.py:ATTR)"
             ) from None
         raise UsageError(f"importing {module_name!r} failed:\n{format_exception(error)}") from None
     except Exception as error:
@@ -46,9 +98,12 @@ def _flows_in(module: ModuleType) -> list[str]:
 def load_flow(target: str) -> DataFlow:
     """Resolve ``MODULE:ATTR`` (``ATTR`` may be dotted) to a :class:`DataFlow`: the
     attribute itself, or what calling it with no arguments returns."""
-    module_name, sep, attr = target.partition(":")
+    module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
-        raise UsageError(f"{target!r}: expected MODULE:ATTR, e.g. myflows:flow")
+        raise UsageError(
+            f"{target!r}: expected MODULE:ATTR or FILE.py:ATTR, e.g. myflows:flow or "
+            f"./myflows.py:flow"
+        )
     module = import_module(module_name)
     obj: Any = module
     for part in attr.split("."):

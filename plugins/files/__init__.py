@@ -9,7 +9,7 @@ from ._chunks import CHUNK_FORMATS
 from ._durable import FileCheckpoints, FileDeadLetters, checkpoints, dead_letters
 from ._formats import FORMATS
 from ._paths import FilesArgumentError, PathOutsideBaseDirError
-from ._steps import MODES, ChunkedReader, Reader, Writer, reader, writer
+from ._steps import MODES, ChunkedReader, Reader, Writer, clean_temp_files, reader, writer
 
 __all__ = [
     "CHUNK_FORMATS",
@@ -24,6 +24,7 @@ __all__ = [
     "StepArgumentError",
     "Writer",
     "checkpoints",
+    "clean_temp_files",
     "dead_letters",
     "reader",
     "writer",

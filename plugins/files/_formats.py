@@ -14,7 +14,8 @@ import codecs
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._errors import StepArgumentError
@@ -27,6 +28,22 @@ SLICE = 1000
 TEXT_SLICE = 1 << 20
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def _raise_csv_field_limit() -> None:
+    """Let the csv module read back any cell the writer can write. Its default limit is
+    131,072 characters per cell, and the limit is one for the whole process: it is
+    raised (never lowered) to the largest value the platform takes."""
+    limit = sys.maxsize
+    while limit > csv.field_size_limit():
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long smaller than sys.maxsize (Windows)
+            limit //= 2
+
+
+_raise_csv_field_limit()
 
 
 def _records(data: Any, step: str, fmt: str) -> Iterable[Any]:
@@ -51,6 +68,7 @@ async def encode(
     step: str,
     *,
     csv_header: Sequence[str] | None = None,
+    escape_formulas: bool = False,
 ) -> Chunks:
     """``data`` as the bytes of a file (or of what to append to one) in format ``fmt``,
     as a list of chunks to write one after the other.
@@ -85,7 +103,7 @@ async def encode(
     if fmt == "jsonl":
         return await _encode_jsonl(data, step, encoder)
     if fmt == "csv":
-        return await _encode_csv(data, step, csv_header, encoder)
+        return await _encode_csv(data, step, csv_header, encoder, escape_formulas)
     raise AssertionError(fmt)  # the factories accept only FORMATS
 
 
@@ -119,8 +137,27 @@ def csv_rows(data: Any, step: str) -> list[Mapping[str, Any]]:
     return rows
 
 
+#: What starts a formula in a spreadsheet program (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formula(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``row`` with each ``str`` value that a spreadsheet would run as a formula
+    prefixed with ``'`` (so ``=HYPERLINK(...)`` is shown as text)."""
+    if not any(isinstance(v, str) and v.startswith(FORMULA_STARTS) for v in row.values()):
+        return row
+    return {
+        k: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+        for k, v in row.items()
+    }
+
+
 async def _encode_csv(
-    data: Any, step: str, header: Sequence[str] | None, encoder: codecs.IncrementalEncoder
+    data: Any,
+    step: str,
+    header: Sequence[str] | None,
+    encoder: codecs.IncrementalEncoder,
+    escape_formulas: bool = False,
 ) -> Chunks:
     rows = csv_rows(data, step)
     buffer = io.StringIO()
@@ -144,7 +181,7 @@ async def _encode_csv(
         writer = csv.DictWriter(buffer, list(header), extrasaction="raise")
     chunks: Chunks = []
     for count, row in enumerate(rows, 1):
-        writer.writerow(row)
+        writer.writerow(escape_formula(row) if escape_formulas else row)
         if count % SLICE == 0:
             chunks.append(encoder.encode(buffer.getvalue()))
             buffer.seek(0)
@@ -155,18 +192,24 @@ async def _encode_csv(
     return chunks
 
 
-def csv_header(first_line: bytes, encoding: str) -> list[str] | None:
+def csv_header(first_line: str) -> list[str] | None:
     """The column names in the first line of a CSV file, or ``None`` if it is empty."""
-    text = first_line.decode(encoding)
-    if not text.strip():
+    if not first_line.strip():
         return None
-    return next(csv.reader(io.StringIO(text, newline="")), None)
+    return next(csv.reader(io.StringIO(first_line, newline="")), None)
 
 
 def newline(encoding: str) -> bytes:
     """A line end in ``encoding``, without any byte-order mark."""
     one, two = "\n".encode(encoding), "\n\n".encode(encoding)
     return two[len(one) :]
+
+
+def byte_order_mark(encoding: str) -> bytes:
+    """The bytes ``encoding`` starts a text with (``utf-8-sig``, ``utf-16``, ``utf-32``),
+    or ``b""``: what must not be written again when appending to a file."""
+    one = "\n".encode(encoding)
+    return one[: len(one) - len(newline(encoding))]
 
 
 async def decode(fmt: str, raw: bytes, encoding: str, path: str) -> Any:
@@ -192,7 +235,7 @@ async def decode(fmt: str, raw: bytes, encoding: str, path: str) -> Any:
     if fmt == "jsonl":
         return await _decode_jsonl(text, path)
     if fmt == "csv":
-        return await _decode_csv(text)
+        return await _decode_csv(text, path)
     raise AssertionError(fmt)
 
 
@@ -228,12 +271,17 @@ async def _decode_jsonl(text: str, path: str) -> list[Any]:
     return records
 
 
-async def _decode_csv(text: str) -> list[dict[str, Any]]:
-    reader: Iterator[dict[str, Any]] = csv.DictReader(io.StringIO(text, newline=""))
+async def _decode_csv(text: str, path: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[dict[str, Any]] = []
     append = rows.append
-    for count, row in enumerate(reader, 1):
-        append(row)
-        if count % SLICE == 0:
-            await asyncio.sleep(0)
+    count = 0
+    try:
+        for count, row in enumerate(reader, 1):
+            append(row)
+            if count % SLICE == 0:
+                await asyncio.sleep(0)
+    except csv.Error as error:
+        error.add_note(f"while reading {path!r} as csv, line {reader.line_num + 1}")
+        raise
     return rows

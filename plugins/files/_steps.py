@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import errno
 import inspect
 import os
 import secrets
@@ -17,6 +16,7 @@ from typing import Any
 try:
     import aiofiles
     import aiofiles.os
+    import aiofiles.threadpool
 except ImportError as error:  # pragma: no cover - the extra is installed in tests
     raise ImportError(
         'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
@@ -27,14 +27,18 @@ from asyncdataflow._pickling import PicklesAsConfig
 from .._errors import StepArgumentError
 from .._vocab import DATA, check_key, declare_outputs
 from ._chunks import CHUNK_FORMATS, read_chunks
-from ._formats import FORMATS, Chunks, csv_header, csv_rows, decode, encode, newline
-from ._paths import (
-    FilesArgumentError,
-    as_path_str,
-    fill,
-    resolve_inside,
-    template_fields,
+from ._formats import (
+    FORMATS,
+    Chunks,
+    byte_order_mark,
+    csv_header,
+    csv_rows,
+    decode,
+    encode,
+    newline,
 )
+from ._io import Place, in_thread, locate, stale_temp_files, temp_name
+from ._paths import FilesArgumentError, as_path_str, fill, template_fields
 
 try:
     import fcntl
@@ -50,7 +54,6 @@ RECORD_FORMATS = ("jsonl", "csv", "json")
 #: chunks the step can be cancelled and the loop runs other tasks.
 CHUNK = 1 << 20
 
-_resolve_inside = aiofiles.os.wrap(resolve_inside)
 _fsync = aiofiles.os.wrap(os.fsync)
 
 
@@ -117,9 +120,18 @@ class _FileStep(PicklesAsConfig):
                     f"{self.name}: cannot fill the path template {self.template!r} with "
                     f"{ {f: kwargs[f] for f in self.fields}!r}: {error}"
                 ) from None
-        if self.base_dir is None:
-            return path
-        return await _resolve_inside(path, self._base_real, self.base_dir, self.name)
+        return path
+
+    def _locate(self, path: str, *, makedirs: bool) -> Place:
+        """Blocking: where ``path`` is, confined to base_dir (run it in a thread)."""
+        base = self._base_real if self.base_dir is not None else None
+        return locate(path, base, makedirs=makedirs, step=self.name, base_dir=self.base_dir)
+
+    def _resolve(self, path: str) -> str:
+        """Blocking: the path ``path`` leads to inside base_dir."""
+        place = self._locate(path, makedirs=False)
+        place.close()
+        return place.path
 
     async def aclose(self) -> None:
         """Nothing to close: a step opens and closes its files within each call."""
@@ -142,9 +154,19 @@ class Reader(_FileStep):
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
         path = await self._target(kwargs)
-        async with aiofiles.open(path, "rb") as file:
-            raw = await file.read()
-        return {self.key: await decode(self.format, raw, self.encoding, path)}
+        # Opened, read and closed in one call in a worker thread: a cancelled call leaves
+        # nothing open behind it.
+        raw, where = await asyncio.get_running_loop().run_in_executor(None, self._read, path)
+        return {self.key: await decode(self.format, raw, self.encoding, where)}
+
+    def _read(self, path: str) -> tuple[bytes, str]:
+        place = self._locate(path, makedirs=False)
+        try:
+            fd = place.open(os.O_RDONLY)
+        finally:
+            place.close()
+        with open(fd, "rb") as file:
+            return file.read(), place.path
 
 
 class ChunkedReader(Reader):
@@ -172,6 +194,8 @@ class ChunkedReader(Reader):
 
     async def __call__(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
         path = await self._target(kwargs)
+        if self.base_dir is not None:  # checked here; the chunk reader opens it by name
+            path = await asyncio.get_running_loop().run_in_executor(None, self._resolve, path)
         chunks = read_chunks(path, self.format, self.encoding, self.chunk_size, self.key)
         async with contextlib.aclosing(chunks):
             async for record in chunks:
@@ -193,6 +217,7 @@ class Writer(_FileStep):
         base_dir: Any,
         makedirs: Any,
         key: Any = DATA,
+        csv_escape_formulas: Any = False,
     ) -> None:
         super().__init__(path, fmt, encoding, base_dir)
         owner = "files.writer()"
@@ -206,6 +231,9 @@ class Writer(_FileStep):
         self.mode: str = mode
         self.atomic = bool(atomic)
         self.makedirs = bool(makedirs)
+        if csv_escape_formulas and self.format != "csv":
+            raise FilesArgumentError(f"{owner}: csv_escape_formulas= goes with format='csv'")
+        self.escape_formulas = bool(csv_escape_formulas)
         self.__signature__ = self._signature(self.key)
         declare_outputs(self, "path")
         options = [self.format, self.mode]
@@ -224,18 +252,22 @@ class Writer(_FileStep):
         data = kwargs[self.key]
         target = await self._target(kwargs)
         if self.mode == "append":
-            await self._append(target, data)
-        else:
-            payload = await self._encode(data, target)
-            if self.atomic:
-                await self._write_atomic(target, payload)
-            else:
-                await self._write_in_place(target, payload)
-        return {"path": target}
+            return {"path": await self._append(target, data)}
+        payload = await self._encode(data, target)
+        if self.atomic:
+            return {"path": await self._write_atomic(target, payload)}
+        return {"path": await self._write_in_place(target, payload)}
 
     async def _encode(self, data: Any, target: str, header: list[str] | None = None) -> Chunks:
         try:
-            return await encode(self.format, data, self.encoding, self.name, csv_header=header)
+            return await encode(
+                self.format,
+                data,
+                self.encoding,
+                self.name,
+                csv_header=header,
+                escape_formulas=self.escape_formulas,
+            )
         except StepArgumentError as error:
             error.add_note(f"{self.name}: data for {target!r} not written")
             raise
@@ -244,47 +276,50 @@ class Writer(_FileStep):
                 f"{self.name}: data for {target!r} not written: {type(error).__name__}: {error}"
             ) from error
 
-    async def _mkdirs(self, target: str) -> str:
-        directory = os.path.dirname(target)
-        if self.makedirs and directory:
-            try:
-                await aiofiles.os.makedirs(directory, exist_ok=True)
-            except (FileExistsError, NotADirectoryError) as error:
-                # "File exists" would not say what is wrong: a file where a directory
-                # of the path should be.
-                raise NotADirectoryError(
-                    errno.ENOTDIR,
-                    f"{self.name}: cannot write {target!r}: a part of {directory!r} is "
-                    "a file, not a directory; remove it or choose another path",
-                    directory,
-                ) from error
-        return directory
-
-    async def _write_in_place(self, target: str, payload: Chunks) -> None:
-        await self._mkdirs(target)
-        async with aiofiles.open(target, "wb") as file:
-            await _write_chunks(file, payload)
-
-    async def _write_atomic(self, target: str, payload: Chunks) -> None:
-        directory = await self._mkdirs(target)
-        temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
-        opening: asyncio.Future[Any] = asyncio.ensure_future(aiofiles.open(temp, "xb"))
+    def _open(self, path: str, flags: int, mode: str) -> _Opened:
+        """Blocking: ``path`` opened with ``flags`` (directories made as needed)."""
+        place = self._locate(path, makedirs=self.makedirs)
         try:
-            file = await asyncio.shield(opening)
+            fd = place.open(flags)
+        finally:
+            place.close()
+        return _Opened(open(fd, mode, buffering=0 if "a" in mode else -1), place.path)
+
+    def _open_temp(self, path: str) -> _Opened:
+        """Blocking: a new temporary file beside ``path``; its directory stays open."""
+        place = self._locate(path, makedirs=self.makedirs)
+        try:
+            temp = place.sibling(temp_name(os.path.basename(place.name), secrets.token_hex(6)))
+            fd = place.open(os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, temp)
         except BaseException:
-            # The open goes on in its thread: let it end, then remove what it created.
-            await self._cleanup(_discard_when_open(opening, temp))
+            place.close()
             raise
+        return _Opened(open(fd, "wb"), place.path, place, temp)
+
+    async def _write_in_place(self, target: str, payload: Chunks) -> str:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        opened = await in_thread(self._open, target, flags, "wb")
+        file = aiofiles.threadpool.wrap(opened.file)
         try:
-            await _copy_mode(target, file.fileno())
+            await _write_chunks(file, payload)
+        finally:
+            await self._cleanup(file.close())
+        return opened.path
+
+    async def _write_atomic(self, target: str, payload: Chunks) -> str:
+        opened = await in_thread(self._open_temp, target)
+        try:
+            file = aiofiles.threadpool.wrap(opened.file)
+            await _copy_mode(opened, file.fileno())
             await _write_chunks(file, payload)
             await file.flush()
             await _fsync(file.fileno())
             await file.close()
-            await aiofiles.os.replace(temp, target)
+            await aiofiles.os.wrap(opened.commit)()
         except BaseException:
-            await self._cleanup(_discard(file, temp))
+            await self._cleanup(aiofiles.os.wrap(opened.close)())
             raise
+        return opened.path
 
     async def _cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` to its end even if this call is cancelled (again) meanwhile."""
@@ -296,7 +331,7 @@ class Writer(_FileStep):
         except BaseException:
             pass  # the error that led here is the one to raise, not a clean-up's
 
-    async def _append(self, target: str, data: Any) -> None:
+    async def _append(self, target: str, data: Any) -> str:
         payload: Chunks | None = None
         if self.format == "csv":
             try:
@@ -305,14 +340,14 @@ class Writer(_FileStep):
                 error.add_note(f"{self.name}: data for {target!r} not written")
                 raise
             if not data:
-                return
+                return target
         else:
             payload = await self._encode(data, target)
             if len(payload) > 1:
                 payload = [b"".join(payload)]
             if not payload or not payload[0]:
-                return
-        key = os.path.normpath(os.path.abspath(target))
+                return target
+        key = os.path.abspath(os.path.join(self._base_real, target))
         locks = self._locks.setdefault(asyncio.get_running_loop(), {})
         entry = locks.get(key)
         if entry is None:
@@ -320,32 +355,52 @@ class Writer(_FileStep):
         entry[1] += 1
         try:
             async with entry[0]:
-                await self._mkdirs(target)
                 # O_APPEND, unbuffered: the records go out in one write(2) at the end of
                 # the file, never split around another writer's.
-                async with aiofiles.open(target, "a+b", buffering=0) as file:
-                    if self.format in RECORD_FORMATS:
-                        # Other step objects, loops and processes take the same lock:
-                        # the header check and the write are one step for all of them.
-                        await _lock_file(file.fileno())  # released when the file closes
-                        if payload is None:  # csv: follow the header already in the file
-                            header = await _read_csv_header(target, self.encoding)
-                            payload = await self._encode(data, target, header)
-                            payload = [b"".join(payload)]
-                        # A file another program left without a final line end: start
-                        # a new line rather than glue the first record onto its last.
-                        line_end = newline(self.encoding)
-                        if not await _ends_with(file.fileno(), line_end):
-                            payload = [line_end + payload[0]]
-                    assert payload is not None
-                    view = memoryview(payload[0])
-                    while view:
-                        written = await file.write(view)
-                        view = view[written:]
+                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+                opened = await in_thread(self._open, target, flags, "ab")
+                file = aiofiles.threadpool.wrap(opened.file)
+                try:
+                    await self._append_locked(file, opened.path, data, payload)
+                finally:
+                    await self._cleanup(file.close())
+                return opened.path
         finally:
             entry[1] -= 1
             if entry[1] == 0:
                 del locks[key]
+
+    async def _append_locked(self, file: Any, path: str, data: Any, payload: Chunks | None) -> None:
+        """Append to the open ``file``: under an ``flock`` (other step objects, loops
+        and processes take the same lock, so the header check, the write and a
+        truncation after a failed write are one step for all of them), after the
+        header already in the file (csv), on a new line (record formats), without a
+        second byte-order mark, and all or nothing."""
+        fd = file.fileno()
+        await _lock_file(fd)  # released when the file closes
+        size = await _size(fd)
+        if payload is None:  # csv: follow the header already in the file
+            header = await _read_csv_header(fd, self.encoding) if size else None
+            payload = [b"".join(await self._encode(data, path, header))]
+        if size:
+            bom = byte_order_mark(self.encoding)
+            if bom and payload[0].startswith(bom):  # a BOM starts a file, not a batch
+                payload = [payload[0][len(bom) :]]
+            # A file another program left without a final line end: start a new line
+            # rather than glue the first record onto its last.
+            line_end = newline(self.encoding)
+            if self.format in RECORD_FORMATS and not await _ends_with(fd, line_end):
+                payload = [line_end + payload[0]]
+        view = memoryview(payload[0])
+        try:
+            while view:
+                written = await file.write(view)
+                view = view[written:]
+        except BaseException:
+            # A full disk, a quota, a cancellation: take back what was written of this
+            # batch, so the file holds whole records only.
+            await self._cleanup(_truncate(fd, size))
+            raise
 
 
 async def _lock_file(fd: int) -> None:
@@ -373,17 +428,65 @@ def _ends_with_sync(fd: int, end: bytes) -> bool:
 _ends_with = aiofiles.os.wrap(_ends_with_sync)
 
 
-def _copy_mode_sync(target: str, fd: int) -> None:
+def _copy_mode_sync(opened: _Opened, fd: int) -> None:
     """Give the temporary file the permission bits of the file it replaces, so that
     rewriting a 0o600 file does not leave it readable by everyone."""
+    assert opened.place is not None
     try:
-        mode = os.stat(target).st_mode
+        mode = os.stat(
+            opened.place.name,
+            dir_fd=opened.place.dir_fd,
+            follow_symlinks=opened.place.dir_fd is None,
+        ).st_mode
     except FileNotFoundError:
         return
     os.fchmod(fd, stat.S_IMODE(mode))
 
 
 _copy_mode = aiofiles.os.wrap(_copy_mode_sync)
+
+
+def _size_sync(fd: int) -> int:
+    return os.fstat(fd).st_size
+
+
+_size = aiofiles.os.wrap(_size_sync)
+_truncate = aiofiles.os.wrap(os.ftruncate)
+
+
+class _Opened:
+    """A file a step opened, the path it reports and, for the atomic writer, the
+    directory and the temporary file's name. ``close()`` (also what a cancelled open
+    gets) closes it and removes a temporary file that was not committed."""
+
+    __slots__ = ("file", "path", "place", "temp")
+
+    def __init__(self, file: Any, path: str, place: Place | None = None, temp: str = "") -> None:
+        self.file = file
+        self.path = path
+        self.place = place
+        self.temp = temp
+
+    def commit(self) -> None:
+        """Rename the temporary file over the target (in their directory)."""
+        assert self.place is not None
+        dir_fd = self.place.dir_fd
+        os.replace(self.temp, self.place.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self.temp = ""
+        self.place.close()
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            if self.place is not None:
+                try:
+                    if self.temp:
+                        os.unlink(self.temp, dir_fd=self.place.dir_fd)
+                except FileNotFoundError:
+                    pass
+                finally:
+                    self.place.close()
 
 
 async def _write_chunks(file: Any, payload: Chunks) -> None:
@@ -393,30 +496,34 @@ async def _write_chunks(file: Any, payload: Chunks) -> None:
             await file.write(view[start : start + CHUNK])
 
 
-async def _read_csv_header(path: str, encoding: str) -> list[str] | None:
-    try:
-        async with aiofiles.open(path, "rb") as file:
-            first = await file.readline()
-    except FileNotFoundError:
-        return None
-    return csv_header(first, encoding)
+def _read_csv_header_sync(fd: int, encoding: str) -> list[str] | None:
+    """The header of the CSV file open at ``fd`` (read with ``pread``: the file offset
+    of an ``O_APPEND`` descriptor does not matter)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    text = ""
+    offset = 0
+    while "\n" not in text:
+        block = os.pread(fd, 65536, offset)
+        text += decoder.decode(block, final=not block)
+        if not block:
+            break
+        offset += len(block)
+    return csv_header(text.split("\n", 1)[0])
 
 
-async def _discard(file: Any, temp: str) -> None:
-    try:
-        await file.close()
-    finally:
-        try:
-            await aiofiles.os.remove(temp)
-        except FileNotFoundError:
-            pass
+_read_csv_header = aiofiles.os.wrap(_read_csv_header_sync)
 
 
-async def _discard_when_open(opening: asyncio.Future[Any], temp: str) -> None:
-    await asyncio.wait({opening})
-    if opening.cancelled() or opening.exception() is not None:
-        return  # nothing was created (or the open failed)
-    await _discard(opening.result(), temp)
+async def clean_temp_files(
+    path: str | os.PathLike[str], *, older_than: float = 3600.0
+) -> list[str]:
+    """Remove the temporary files an atomic ``files.writer`` leaves when its process is
+    killed while writing (``kill -9``, a power cut; any other failure removes its own):
+    those of the file ``path``, or of every file in the directory ``path``, last
+    modified more than ``older_than`` seconds ago (so a write in progress elsewhere is
+    left alone). Returns the paths removed."""
+    where = as_path_str(path, "path", "files.clean_temp_files()")
+    return await aiofiles.os.wrap(stale_temp_files)(where, older_than)
 
 
 def reader(
@@ -465,6 +572,7 @@ def writer(
     base_dir: str | os.PathLike[str] | None = None,
     makedirs: bool = True,
     key: str = DATA,
+    csv_escape_formulas: bool = False,
 ) -> Writer:
     """A step that writes its ``data`` argument to a file and returns ``{"path": ...}``.
 
@@ -481,6 +589,11 @@ def writer(
         encoding: the text encoding (not used by ``"bytes"``).
         base_dir: as for :func:`reader`; checked before anything is created.
         makedirs: create the file's missing parent directories.
+        csv_escape_formulas: with ``"csv"``, prefix with ``'`` every ``str`` cell that
+            starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, so a
+            spreadsheet shows it as text instead of running it as a formula.
         key: the parameter the records come from instead of ``data``.
     """
-    return Writer(path, format, mode, atomic, encoding, base_dir, makedirs, key)
+    return Writer(
+        path, format, mode, atomic, encoding, base_dir, makedirs, key, csv_escape_formulas
+    )
