@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._map import Inputs, Result, ordered_map
@@ -128,9 +128,11 @@ async def journaled_map(
     concurrency: int,
     return_exceptions: bool,
     path: str | os.PathLike[str],
+    extra: Callable[[], Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Result | BaseException]:
     """See :meth:`DataFlow.map`: ``ordered_map`` over the inputs the journal does not hold,
-    each successful result recorded once the caller has taken it."""
+    each successful result recorded once the caller has taken it (with what ``extra()``
+    returns then: the CLI keeps the size its output file had reached)."""
     journal = await asyncio.to_thread(Journal, os.fspath(path))
     order: deque[tuple[int, str]] = deque()
     results = ordered_map(flow, _numbered(inputs, journal, order), concurrency, return_exceptions)
@@ -143,7 +145,8 @@ async def journaled_map(
                 continue
             taken = (index, mark)
             yield result
-            journal.record(*taken)  # the caller asked for the next one: this one is taken
+            # the caller asked for the next one: this one is taken
+            journal.record(*taken, **(extra() if extra is not None else {}))
             taken = None
     finally:
         await results.aclose()  # type: ignore[attr-defined]

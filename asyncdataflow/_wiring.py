@@ -297,7 +297,10 @@ class _Analysis:
             first = i == 0
             out: _Keys | None
             if isinstance(item, Fn):
-                out = self.after(item, data, not first) if self.step(item, data, first) else None
+                # a later step with required parameters may be passed over; one without
+                # is always taken
+                skippable = not first and bool(item.info.required)
+                out = self.after(item, data, skippable) if self.step(item, data, first) else None
             elif item.concurrent:
                 out = self.par(item, data)
             else:  # a nested flow: its first item is its guard

@@ -145,3 +145,21 @@ async def until_no_connections(user: str, timeout: float = 5.0) -> list[int]:
     while (ids := connections_of(user)) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     return ids
+
+
+async def one_connection_pool(url: str = URL) -> Any:
+    """An aiomysql pool of exactly one (autocommit) connection to ``url``."""
+    import aiomysql  # type: ignore[import-untyped]
+
+    parts = urlsplit(url)
+    return await aiomysql.create_pool(
+        minsize=1,
+        maxsize=1,
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        db=parts.path.lstrip("/"),
+        charset="utf8mb4",
+        autocommit=True,
+    )

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from _mysql_server import Tables, require_server
+from cli_harness import Cli, in_process
 from hypothesis import settings
 
 # Property tests: a quick look in the development loop, the full search in CI (and
@@ -37,3 +38,10 @@ def tables(mysql_url: str) -> Iterator[Tables]:
         yield made
     finally:
         made.drop()
+
+
+@pytest.fixture
+def cli(capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`cli(*argv, cwd=tests/, stdin=b"", tty=False)`: the `asyncdataflow` command run in
+    this process (see cli_harness.py)."""
+    return in_process(capsysbinary, monkeypatch)

@@ -1,14 +1,14 @@
 """The `asyncdataflow` command against the flows in tests/cli_flows.py and the broker in
 examples/broker_graph.py.
 
-Most tests call `main(argv)` in this process (the `cli` fixture: stdout, stderr and the
-exit code, the working directory and `sys.path` restored afterwards). Real subprocesses
-only where the process matters: signals, stdin as a pipe, the console script, `python -m`,
-and the plugin table (entry points and global registrations are per process)."""
+Most tests call `main(argv)` in this process (the `cli` fixture of conftest.py: stdout,
+stderr and the exit code, the working directory and `sys.path` restored afterwards).
+Real subprocesses only where the process matters: signals, stdin as a pipe, the console
+script, `python -m`, and the plugin table (entry points and global registrations are per
+process)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -18,13 +18,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-
-from asyncdataflow.cli import main
+from cli_harness import Cli, Done
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -54,55 +52,6 @@ flowchart TD
     n2_0_1 --> n3
     n2_1_1 --> n3
 """
-
-
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class _Terminal(io.TextIOWrapper):
-    """A stderr that says it is a terminal (for the progress bar)."""
-
-    def __init__(self) -> None:
-        super().__init__(io.BytesIO(), encoding="utf-8", newline="", write_through=True)
-
-    def isatty(self) -> bool:
-        return True
-
-    def getvalue(self) -> str:
-        buffer = self.buffer
-        assert isinstance(buffer, io.BytesIO)
-        return buffer.getvalue().decode()
-
-
-Cli = Callable[..., Done]
-
-
-@pytest.fixture
-def cli(capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """`cli(*argv, cwd=TESTS, stdin=b"", tty=False)`: run `main(argv)` in this process."""
-    monkeypatch.setattr(sys, "path", [str(TESTS), str(EXAMPLES), *sys.path])
-
-    def run(*argv: str, cwd: Path = TESTS, stdin: bytes = b"", tty: bool = False) -> Done:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
-        terminal = _Terminal() if tty else None
-        if terminal is not None:
-            monkeypatch.setattr(sys, "stderr", terminal)
-        try:
-            code = main(list(argv))
-        except SystemExit as exit:  # argparse's own errors
-            code = int(exit.code or 0)
-        out, err = capsysbinary.readouterr()
-        if terminal is not None:
-            monkeypatch.setattr(sys, "stderr", sys.__stderr__)
-            err = terminal.getvalue().encode()
-        return Done(code, out.decode(), err.decode())
-
-    return run
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -930,3 +879,13 @@ def test_the_service_recipe_stops_on_sigterm_after_the_iteration_and_closes_the_
     assert done.returncode == 0, done.stderr  # not -15: the signal was handled
     assert done.stdout.splitlines() == ["closed", "{'source': 'orders', 'polls': 3}"]
     assert done.stderr == ""
+
+
+def test_help_lists_every_registered_subcommand(cli: Cli) -> None:
+    from asyncdataflow.cli import COMMANDS
+
+    done = cli("--help")
+    assert done.returncode == 0
+    listed = re.findall(r"^    (\w+) ", done.stdout, flags=re.M)
+    assert listed == [register.__module__.rsplit(".", 1)[1] for register in COMMANDS]
+    assert listed[:3] == ["run", "map", "graph"]

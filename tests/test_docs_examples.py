@@ -1,6 +1,7 @@
 """What the other docs tests leave out: every ```python block of README.md and docs/*.md
 is a program that runs, prints what its comments say, and the console examples of
-docs/cli.md show what the command prints.
+docs/cli.md show what the command prints (run in this process through the `cli` fixture,
+but for the plugin table).
 
 Already run elsewhere, so not here: the README's blocks (tests/test_docs.py, which checks
 only that they print something: the printed values are checked here), docs/plugins.md
@@ -20,6 +21,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_harness import Cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -146,7 +148,8 @@ def test_the_comment_checker_sees_the_readme_comments() -> None:
 CLI_DOC = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
 
 
-def cli(*args: str, cwd: Path = EXAMPLES) -> subprocess.CompletedProcess[str]:
+def subprocess_cli(*args: str, cwd: Path = EXAMPLES) -> subprocess.CompletedProcess[str]:
+    """For the plugin table, which depends on the process (entry points loaded in it)."""
     return subprocess.run(
         [sys.executable, "-m", "asyncdataflow", *args],
         cwd=cwd,
@@ -175,15 +178,15 @@ def shown(command: str) -> str:
 @pytest.mark.parametrize(
     "command", ["run brokr:broker", "run broker_graph:brokr", "run broker_graph:main"]
 )
-def test_cli_usage_errors_are_as_shown(command: str) -> None:
-    done = cli(*command.split())
+def test_cli_usage_errors_are_as_shown(cli: Cli, command: str) -> None:
+    done = cli(*command.split(), cwd=EXAMPLES)
     assert done.returncode == 2
     assert done.stdout == ""
     want = shown(command).replace("/src/examples", str(EXAMPLES))
     assert done.stderr == want
 
 
-def test_cli_run_prints_what_the_page_shows() -> None:
+def test_cli_run_prints_what_the_page_shows(cli: Cli) -> None:
     command = (
         'run broker_graph:broker \'request:={"query": "books", "systems": ["a", "b"]}\' --indent 2'
     )
@@ -193,13 +196,14 @@ def test_cli_run_prints_what_the_page_shows() -> None:
         'request:={"query": "books", "systems": ["a", "b"]}',
         "--indent",
         "2",
+        cwd=EXAMPLES,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == shown(command)
 
 
-def test_cli_failing_run_shows_the_exception_and_the_note() -> None:
-    done = cli("run", "broker_graph:broker", 'request:={"systems": ["a"]}')
+def test_cli_failing_run_shows_the_exception_and_the_note(cli: Cli) -> None:
+    done = cli("run", "broker_graph:broker", 'request:={"systems": ["a"]}', cwd=EXAMPLES)
     assert done.returncode == 1
     assert done.stdout == ""
     page = shown('run broker_graph:broker \'request:={"systems": ["a"]}\'')
@@ -207,15 +211,15 @@ def test_cli_failing_run_shows_the_exception_and_the_note() -> None:
         assert line in done.stderr.splitlines()
 
 
-def test_cli_missing_argument_is_a_usage_error_naming_it() -> None:
-    done = cli("run", "broker_graph:broker", "requst=1")
+def test_cli_missing_argument_is_a_usage_error_naming_it(cli: Cli) -> None:
+    done = cli("run", "broker_graph:broker", "requst=1", cwd=EXAMPLES)
     assert done.returncode == 2
     assert done.stdout == ""
     page = shown("run broker_graph:broker requst=1").splitlines()
     assert done.stderr.splitlines() == page[:1]
 
 
-def test_cli_map_writes_what_the_page_shows(tmp_path: Path) -> None:
+def test_cli_map_writes_what_the_page_shows(cli: Cli, tmp_path: Path) -> None:
     block = next(b for b in console_blocks() if "$ cat requests.jsonl" in b)
     inputs = block.split("$ cat requests.jsonl\n", 1)[1].split("\n$ ", 1)[0] + "\n"
     (tmp_path / "requests.jsonl").write_text(inputs, encoding="utf-8")
@@ -228,6 +232,7 @@ def test_cli_map_writes_what_the_page_shows(tmp_path: Path) -> None:
         str(tmp_path / "responses.jsonl"),
         "--errors",
         str(tmp_path / "failed.jsonl"),
+        cwd=EXAMPLES,
     )
     assert done.returncode == 1
     summary = shown(
@@ -244,16 +249,16 @@ def test_cli_map_writes_what_the_page_shows(tmp_path: Path) -> None:
     assert got == [json.loads(x) for x in failed.splitlines()]
 
 
-def test_cli_graph_prints_the_mermaid_block_of_the_page() -> None:
+def test_cli_graph_prints_the_mermaid_block_of_the_page(cli: Cli) -> None:
     mermaid = re.search(r"```mermaid\n(.*?)```", CLI_DOC, flags=re.S)
     assert mermaid
-    done = cli("graph", "broker_graph:broker")
+    done = cli("graph", "broker_graph:broker", cwd=EXAMPLES)
     assert done.returncode == 0, done.stderr
     assert done.stdout == mermaid.group(1)
 
 
 def test_cli_plugins_lists_what_the_page_shows() -> None:
-    done = cli("plugins")
+    done = subprocess_cli("plugins")
     assert done.returncode == 0, done.stderr
     page = shown("plugins").splitlines()
     got = done.stdout.splitlines()

@@ -22,6 +22,7 @@ try:
         NOWHERE,
         Tables,
         connections_of,
+        one_connection_pool,
         sql,
         until_no_connections,
     )
@@ -30,6 +31,7 @@ except ImportError:  # tests/ imported as a package
         NOWHERE,
         Tables,
         connections_of,
+        one_connection_pool,
         sql,
         until_no_connections,
     )
@@ -41,23 +43,6 @@ async def session_counter(pool: Any, name: str) -> int:
         await cur.execute("SHOW SESSION STATUS LIKE %s", (name,))
         ((_, value),) = await cur.fetchall()
     return int(value)
-
-
-async def one_connection_pool(url: str) -> Any:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return await aiomysql.create_pool(
-        minsize=1,
-        maxsize=1,
-        host=parts.hostname,
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        db=parts.path.lstrip("/"),
-        charset="utf8mb4",
-        autocommit=True,
-    )
 
 
 # -- checks made when the step is built, or before any I/O ---------------------------------

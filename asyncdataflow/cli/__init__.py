@@ -1,9 +1,10 @@
 """The ``asyncdataflow`` command: run a flow, map it over a JSON Lines file, draw it, check
 its wiring, and list the loaded plugins.
 
-One module per subcommand; each has ``register(commands)``, which adds its parser to the
-``argparse`` subparsers and sets ``handler`` (a function of the parsed arguments that
-returns the exit code). A new subcommand is a new module and one entry in ``COMMANDS``.
+One module per subcommand; each has ``register(commands)``, which adds its parser with
+:func:`.commands.add_command` (the flow target and the ``handler``, a function of the
+parsed arguments that returns the exit code) and then its own options. A new subcommand
+is a new module and one entry in ``COMMANDS``; a new option is a line in its module.
 Shared pieces: :mod:`.target` (loading ``MODULE:ATTR``), :mod:`.kwargs` (``key=value`` and
 ``key:=JSON``), :mod:`.output` (JSON output and error records), :mod:`.progress` (the
 progress bar) and :mod:`.errors` (usage errors).
@@ -25,13 +26,14 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from . import check, graph, map, plugins, run
+from .commands import Commands
 from .errors import PROG, UsageError, fail
 from .kwargs import parse_kwargs
 from .target import load_flow
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "load_flow", "main", "parse_kwargs"]
 
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+Register = Callable[[Commands], None]
 
 #: every subcommand's ``register``, in the order ``--help`` lists them
 COMMANDS: tuple[Register, ...] = (

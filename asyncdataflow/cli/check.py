@@ -9,6 +9,7 @@ import sys
 
 from ..exceptions import DataFlowWiringError
 from ..flow import DataFlow
+from .commands import Commands, add_command
 from .errors import PROG, UsageError
 from .output import to_json
 from .target import import_module, load_flow
@@ -16,18 +17,19 @@ from .target import import_module, load_flow
 __all__ = ["register"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    check = commands.add_parser(
+def register(commands: Commands) -> None:
+    check = add_command(
+        commands,
         "check",
-        help="check a flow's wiring without running it",
+        handle,
+        target="MODULE[:ATTR]",
+        summary="check a flow's wiring without running it",
         description="For every step: its place, the parameters it needs, the keys known to "
         "be available there, whether it is a guard, and its outputs. Exits 1 when a step "
         "can never be taken or has a near miss (a parameter spelled like a key that reaches "
         "it), 0 otherwise. MODULE alone checks every flow defined at the top of the module.",
     )
-    check.add_argument("target", metavar="MODULE[:ATTR]")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.set_defaults(handler=handle)
 
 
 def _wiring_error(error: BaseException) -> DataFlowWiringError | None:

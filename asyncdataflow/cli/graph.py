@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import graph
+from .commands import Commands, add_command
 from .errors import PROG, UsageError
 from .target import load_flow
 
@@ -25,20 +26,20 @@ _IMAGE_FORMATS = {
 _TEXT_FORMATS = {"mmd": "mermaid", "mermaid": "mermaid", "dot": "dot", "gv": "dot"}
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    graph_ = commands.add_parser(
+def register(commands: Commands) -> None:
+    graph_ = add_command(
+        commands,
         "graph",
-        help="print the flow's structure as Mermaid or DOT, or render it",
+        handle,
+        summary="print the flow's structure as Mermaid or DOT, or render it",
         description="Print the flow's blocks and steps, with the parameters each takes and "
         "the keys it returns where known. --output FILE.svg/.png/.pdf renders through "
         "Graphviz's dot; FILE.mmd/.dot writes the text.",
     )
-    graph_.add_argument("target", metavar="MODULE:ATTR")
     graph_.add_argument(
         "--format", choices=("mermaid", "dot"), default=None, help="text format (default mermaid)"
     )
     graph_.add_argument("--output", metavar="FILE", help="write or render to FILE")
-    graph_.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -13,7 +13,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
+from .._journal import journaled_map, read_journal
+from ..exceptions import DataFlowCallError
 from ..flow import DataFlow
+from .commands import Commands, add_command
 from .errors import PROG, UsageError
 from .lines import LineReader
 from .output import NotJSONError, error_record, json_line, loads, not_utf8, to_json
@@ -24,14 +27,15 @@ from .target import close_flow, load_flow
 __all__ = ["register"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    map_ = commands.add_parser(
+def register(commands: Commands) -> None:
+    map_ = add_command(
+        commands,
         "map",
-        help="run a flow once per line of a JSON Lines file",
+        handle,
+        summary="run a flow once per line of a JSON Lines file",
         description="Run MODULE:ATTR once per JSON object in --input; write the results in "
         "input order as JSON lines and the failures (line, input, error) to --errors.",
     )
-    map_.add_argument("target", metavar="MODULE:ATTR")
     map_.add_argument(
         "--input",
         required=True,
@@ -61,7 +65,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     map_.add_argument("--output", metavar="FILE.jsonl", help="results (default: stdout)")
     map_.add_argument("--errors", metavar="FILE.jsonl", help="failures (default: stderr)")
-    map_.set_defaults(handler=handle)
+    map_.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="resume: record every input whose result is written; run again with the same "
+        "journal and --output, only the inputs not yet done run, and --output ends up "
+        "holding every result exactly once (needs --output)",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -166,6 +176,27 @@ class _Writer:
             self.out.flush()
 
 
+def _resume_output(path: str, journal: str) -> IO[bytes]:
+    """--output for a map with a journal: cut back to the size the journal's last entry
+    recorded (a result written after it belongs to an input that runs again), or
+    emptied when the journal holds nothing yet; then appended to."""
+    try:
+        _, last = read_journal(journal)
+    except DataFlowCallError as error:
+        raise UsageError(f"--journal {journal!r}: {error}") from None
+    out = _open(path, "a", "--output")
+    size = int(last.get("o", 0))
+    if out.seek(0, os.SEEK_END) < size:
+        out.close()
+        raise UsageError(
+            f"--output {path!r} is shorter than the journal {journal!r} says it was written; "
+            f"it is not that map's output. Use a new journal, or the output it belongs to"
+        )
+    out.truncate(size)
+    out.seek(size)  # tell() says the size until the next append moves it
+    return out
+
+
 async def _map(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise UsageError(f"--concurrency {args.concurrency}: must be >= 1")
@@ -175,6 +206,8 @@ async def _map(args: argparse.Namespace) -> int:
     if args.dask:
         _check_for_dask(flow, args)
     _refuse_overwriting_the_input(args)
+    if args.journal and not args.output:
+        raise UsageError("--journal needs --output FILE: a resumed map appends to that file")
     try:
         return await _map_files(flow, args)
     except BrokenPipeError:
@@ -193,7 +226,9 @@ async def _map_files(flow: DataFlow, args: argparse.Namespace) -> int:
         )
         total = _count_lines(args.input) if args.input != "-" else None
         out = sys.stdout.buffer
-        if args.output:
+        if args.journal:
+            out = stack.enter_context(_resume_output(args.output, args.journal))
+        elif args.output:
             out = stack.enter_context(_open(args.output, "w", "--output"))
         errors = sys.stderr.buffer
         if args.errors:
@@ -246,8 +281,19 @@ async def _run_all(
         progress = writer.progress
         progress.draw(force=True)
         async with contextlib.AsyncExitStack() as cluster:
+            results: AsyncIterator[Any]
             if args.dask:
                 results = await _on_dask(flow, inputs(), args, cluster)
+            elif args.journal:
+                out = writer.out
+
+                def written() -> dict[str, int]:
+                    out.flush()  # the journal says how far --output got: it must be there
+                    return {"o": out.tell()}
+
+                results = journaled_map(
+                    flow, inputs(), args.concurrency, True, args.journal, extra=written
+                )
             else:
                 results = flow.map(inputs(), concurrency=args.concurrency, return_exceptions=True)
             async with contextlib.aclosing(results):  # type: ignore[type-var]
@@ -289,6 +335,8 @@ def _check_for_dask(flow: DataFlow, args: argparse.Namespace) -> None:
     ``--chunk-size``, a flow that cannot be sent to the workers."""
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size {args.chunk_size}: must be >= 1")
+    if args.journal:
+        raise UsageError("--journal and --dask do not go together yet: choose one")
     # read by distributed when imported, here and in the workers of a local cluster: its
     # INFO lines would mix into the progress line and the failures on stderr
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

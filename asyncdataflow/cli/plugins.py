@@ -11,21 +11,24 @@ from typing import Any
 from ..flow import DataFlow
 from ..hookspecs import PROJECT_NAME
 from ..plugin_manager import BUILT_IN_NAMES, get_plugin_manager, plugin_manager_for
+from .commands import Commands, add_command
 from .target import import_module, load_flow
 
 __all__ = ["register"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    plugins = commands.add_parser(
+def register(commands: Commands) -> None:
+    plugins = add_command(
+        commands,
         "plugins",
-        help="list the loaded plugins and the hooks each implements",
+        handle,
+        target="MODULE[:ATTR]",
+        target_optional=True,
+        summary="list the loaded plugins and the hooks each implements",
         description="List the built-in, entry-point and registered plugins. Give a MODULE to "
         "import first (for the plugins it registers), or MODULE:ATTR to add that flow's own.",
     )
-    plugins.add_argument("target", nargs="?", metavar="MODULE[:ATTR]")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plugins.set_defaults(handler=handle)
 
 
 def _plugin_object_name(plugin: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from .._names import closest
 from ..flow import DataFlow
 from ..hookspecs import hookimpl
+from .commands import Commands, add_command
 from .errors import PROG, UsageError, fail, format_exception
 from .kwargs import parse_kwargs
 from .output import print_json
@@ -20,17 +21,15 @@ from .target import close_flow, load_flow
 __all__ = ["register"]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = commands.add_parser(
+def register(commands: Commands) -> None:
+    run = add_command(
+        commands,
         "run",
-        help="run a flow once (or as a loop) and print its result as JSON",
+        handle,
+        target_help="a DataFlow, or a function with no arguments that returns one",
+        summary="run a flow once (or as a loop) and print its result as JSON",
         description="Run MODULE:ATTR with the given keyword arguments and print the result "
         "as JSON. key=value passes a string, key:=JSON a parsed JSON value.",
-    )
-    run.add_argument(
-        "target",
-        metavar="MODULE:ATTR",
-        help="a DataFlow, or a function with no arguments that returns one",
     )
     run.add_argument("kwargs", nargs="*", metavar="key=value | key:=JSON")
     run.add_argument(
@@ -55,7 +54,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--indent", type=int, default=None, metavar="N", help="indent the JSON output by N spaces"
     )
     # key=value arguments may come after options (`run m:f --loop a=1`)
-    run.set_defaults(handler=handle, kwargs_anywhere=True)
+    run.set_defaults(kwargs_anywhere=True)
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -19,12 +19,24 @@ from .._errors import StepArgumentError
 from ._url import add_secret_names
 
 if TYPE_CHECKING:
-    from ._steps import Reader, SelectError, Writer, reader, writer
+    from ._steps import (
+        DEFAULT_MAX_SIZE,
+        Reader,
+        ResponseTooLargeError,
+        SelectError,
+        StreamReader,
+        Writer,
+        reader,
+        writer,
+    )
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "Reader",
+    "ResponseTooLargeError",
     "SelectError",
     "StepArgumentError",
+    "StreamReader",
     "Writer",
     "add_secret_names",
     "reader",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import inspect
 import logging
 import secrets
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from asyncdataflow._pickling import PicklesAsConfig
@@ -31,6 +33,7 @@ from .._vocab import (
     unencoded_userinfo,
     without_userinfo,
 )
+from ._body import DEFAULT_MAX_SIZE, ResponseTooLargeError, decode_json, decode_text, read_limited
 from ._select import SelectError, parse_select, select_path
 from ._session import SessionHolder
 from ._url import (
@@ -42,7 +45,17 @@ from ._url import (
     template_fields,
 )
 
-__all__ = ["Paginator", "Reader", "SelectError", "Writer", "reader", "writer"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "Paginator",
+    "Reader",
+    "ResponseTooLargeError",
+    "SelectError",
+    "StreamReader",
+    "Writer",
+    "reader",
+    "writer",
+]
 
 logger = logging.getLogger("asyncdataflow.plugins.http")
 
@@ -70,13 +83,16 @@ def _is_json(response: aiohttp.ClientResponse) -> bool:
     return ctype == "application/json" or ctype.endswith("+json")
 
 
-async def _read_body(response: aiohttp.ClientResponse, fmt: str, step: str) -> Any:
+async def _read_body(
+    response: aiohttp.ClientResponse, fmt: str, step: str, max_size: int | None
+) -> Any:
+    raw = await read_limited(response, max_size, step)
     if fmt == "auto":
         fmt = "json" if _is_json(response) else "text"
     if fmt == "json":
-        # content_type=None: decode whatever the server called it; empty body -> None.
+        # decode whatever the server called it; empty body -> None.
         try:
-            return await response.json(content_type=None)
+            return decode_json(response, raw)
         except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
             error.add_note(
                 f"{step}: the response of {redact_url(response.url)} "
@@ -85,8 +101,8 @@ async def _read_body(response: aiohttp.ClientResponse, fmt: str, step: str) -> A
             )
             raise
     if fmt == "text":
-        return await response.text()
-    return await response.read()
+        return decode_text(response, raw)
+    return raw
 
 
 async def _next_url(
@@ -436,6 +452,7 @@ class Reader(_HttpStep):
         limit_per_host: int | None,
         key: str,
         select: str | None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
     ) -> None:
         super().__init__(
             url,
@@ -457,6 +474,7 @@ class Reader(_HttpStep):
             )
         if not isinstance(max_pages, int) or max_pages < 1:
             raise DataFlowDefinitionError(f"{where}: max_pages must be an int >= 1")
+        self._max_size = _check_max_size(where, max_size)
         self._params = dict(params or {})
         self._format = format
         self._paginate = paginate
@@ -470,7 +488,10 @@ class Reader(_HttpStep):
             )
         declare_outputs(self, self._key)
 
-    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+    def _call_args(
+        self, kwargs: Mapping[str, Any]
+    ) -> tuple[aiohttp.ClientSession, URL, Mapping[str, Any] | None, CIMultiDict[str] | None]:
+        """The session, URL, query parameters and headers of one call."""
         url, auth = self._target(kwargs)
         params = kwargs.get("params")
         if params:
@@ -478,7 +499,10 @@ class Reader(_HttpStep):
         else:
             params = self._params or None
         headers = self._merge_headers(auth, kwargs.get("headers"))
-        session = self._sessions.get()
+        return self._sessions.get(), url, params, headers
+
+    async def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        session, url, params, headers = self._call_args(kwargs)
         if self._paginate is None:
             body, _ = await self._get(session, url, params, headers, None)
             return {self._key: body}
@@ -499,7 +523,7 @@ class Reader(_HttpStep):
                 session, url, params, headers, {}, start, all_methods=True
             ) as response:
                 _check_status(response)
-                body = await _read_body(response, self._format, self.__qualname__)
+                body = await _read_body(response, self._format, self.__qualname__, self._max_size)
                 next_url = None
                 if paginate is not None:  # the paginator sees the whole body
                     next_url = await _next_url(paginate, body, response)
@@ -517,8 +541,20 @@ class Reader(_HttpStep):
         params: Mapping[str, Any] | None,
         headers: CIMultiDict[str] | None,
     ) -> list[Any]:
+        bodies = [body async for body in self._pages(session, url, params, headers)]
+        if all(isinstance(b, list) for b in bodies):
+            return [item for body in bodies for item in body]
+        return bodies
+
+    async def _pages(
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        params: Mapping[str, Any] | None,
+        headers: CIMultiDict[str] | None,
+    ) -> AsyncGenerator[Any, None]:
+        """Each page's body, requesting the next page only when asked for it."""
         origin = url.origin()
-        bodies: list[Any] = []
         next_url: URL | None = url
         page = 0
         while next_url is not None:
@@ -548,10 +584,34 @@ class Reader(_HttpStep):
                 if page > 1:
                     e.add_note(f"{self.__qualname__}: while fetching page {page}")
                 raise
-            bodies.append(body)
-        if all(isinstance(b, list) for b in bodies):
-            return [item for body in bodies for item in body]
-        return bodies
+            yield body
+
+
+class StreamReader(Reader):
+    """The step :func:`reader` returns with ``stream=True``: a source (an async
+    generator) that yields ``{"data": body}`` per page, requesting the next page only when
+    the flow asks for the next record."""
+
+    async def __call__(self, **kwargs: Any) -> AsyncGenerator[dict[str, Any], None]:  # type: ignore[override]
+        session, url, params, headers = self._call_args(kwargs)
+        if self._paginate is None:
+            body, _ = await self._get(session, url, params, headers, None)
+            yield {self._key: body}
+            return
+        pages = self._pages(session, url, params, headers)
+        async with contextlib.aclosing(pages):
+            async for body in pages:
+                yield {self._key: body}
+
+
+def _check_max_size(where: str, max_size: Any) -> int | None:
+    if max_size is None:
+        return None
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
+        raise PackDefinitionError(
+            f"{where}: max_size={max_size!r} must be a number of bytes >= 1, or None for no limit"
+        )
+    return max_size
 
 
 class Writer(_HttpStep):
@@ -570,6 +630,7 @@ class Writer(_HttpStep):
         timeout: float | None,
         session: aiohttp.ClientSession | None,
         key: str,
+        max_size: int | None = DEFAULT_MAX_SIZE,
     ) -> None:
         where = f"http.writer({method!s} {'<url>' if url is None else redact_url(url)})"
         self._key = check_key(where, key)
@@ -585,6 +646,7 @@ class Writer(_HttpStep):
             required_extra=(self._key,),
         )
         declare_outputs(self, "status", "response")
+        self._max_size = _check_max_size(self.__qualname__, max_size)
         if format not in _WRITE_FORMATS:
             raise DataFlowDefinitionError(
                 f"{self.__qualname__}: format must be one of {_WRITE_FORMATS}"
@@ -609,7 +671,7 @@ class Writer(_HttpStep):
                 session, url, params, headers, body_kw, start, all_methods=False
             ) as response:
                 _check_status(response)
-                body = await _read_body(response, "auto", self.__qualname__)
+                body = await _read_body(response, "auto", self.__qualname__, self._max_size)
                 return {"status": response.status, "response": body}
         except TimeoutError as e:
             self._note_timeout(e, url)
@@ -626,22 +688,34 @@ def reader(
     timeout: float | None = 30.0,
     format: ReadFormat = "auto",
     paginate: Literal["link"] | Paginator | None = None,
-    max_pages: int = 100,
+    max_pages: int | None = None,
     session: aiohttp.ClientSession | None = None,
     limit_per_host: int | None = None,
     key: str = DATA,
     select: str | None = None,
+    stream: bool = False,
+    max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> Reader:
     """A step that requests a URL and returns ``{"data": body}`` (``{key: body}`` with
     ``key=``). ``select="items"`` (a dotted path, ``"result.items"``, digits index a list)
     returns that part of a decoded JSON body instead of all of it; with pagination, each
     page's selection.
 
+    ``stream=True``: the step is a source (an async generator function, a
+    :class:`StreamReader`) that yields ``{"data": body}`` per page (with ``paginate=``)
+    instead of one list of every page, requesting a page only when the flow asks for the
+    next record. ``max_pages`` defaults to 100 pages, and to no limit with ``stream=True``
+    (memory then holds the pages in flight only). ``max_size``: a body over this many bytes raises
+    :class:`ResponseTooLargeError` before it is read whole (default
+    :data:`DEFAULT_MAX_SIZE`, 64 MiB; ``None``: no limit).
+
     Its flow-side parameters: ``url`` when no ``url`` is given here, else the ``{field}``
     names of the URL template (filled in URL-quoted); and, optional, ``params`` and
     ``headers``, merged over the ones given here. See docs/http.md for every option.
     """
-    return Reader(
+    if max_pages is None:
+        max_pages = sys.maxsize if stream else 100
+    return (StreamReader if stream else Reader)(
         url,
         method=method,
         params=params,
@@ -655,6 +729,7 @@ def reader(
         limit_per_host=limit_per_host,
         key=key,
         select=select,
+        max_size=max_size,
     )
 
 
@@ -668,9 +743,11 @@ def writer(
     timeout: float | None = 30.0,
     session: aiohttp.ClientSession | None = None,
     key: str = DATA,
+    max_size: int | None = DEFAULT_MAX_SIZE,
 ) -> Writer:
     """A step that sends its ``data`` parameter (as JSON, a form or bytes) and returns
-    ``{"status": int, "response": body}``.
+    ``{"status": int, "response": body}``. A response body over ``max_size`` bytes raises
+    :class:`ResponseTooLargeError` (default 64 MiB; ``None``: no limit).
 
     Its flow-side parameters: ``data`` (the ``key=`` name instead, when given); ``url``
     when no ``url`` is given here, else the URL template's fields; and, optional,
@@ -685,4 +762,5 @@ def writer(
         timeout=timeout,
         session=session,
         key=key,
+        max_size=max_size,
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from .._errors import StepArgumentError
 from ._durable import MySQLCheckpoints, MySQLDeadLetters, checkpoints, dead_letters
-from ._steps import MODES, Execute, Reader, Writer, execute, reader, writer
+from ._steps import MODES, ChunkedReader, Execute, Reader, Writer, execute, reader, writer
 
 __all__ = [
     "MODES",
+    "ChunkedReader",
     "Execute",
     "MySQLCheckpoints",
     "MySQLDeadLetters",

@@ -153,7 +153,7 @@ def parse_url(step: str, url: str) -> tuple[dict[str, Any], str]:
 _CONNECTION_ENDED = frozenset({1053, 1927, 4031})
 
 
-def _is_server_error(error: BaseException) -> bool:
+def is_server_error(error: BaseException) -> bool:
     """An error the server reported with an error packet: the connection is still in
     step with the server and can be rolled back and reused. Client errors (2000-2999:
     lost connection, server gone away) and anything else mean it cannot."""
@@ -163,6 +163,18 @@ def _is_server_error(error: BaseException) -> bool:
     if not isinstance(code, int) or code <= 0 or 2000 <= code < 3000:
         return False
     return code not in _CONNECTION_ENDED
+
+
+async def give_back(pool: Any, conn: Any) -> None:
+    """Return ``conn`` to ``pool`` (a closed one frees its slot)."""
+    closed = conn.closed
+    await pool.release(conn)
+    if closed:
+        # aiomysql's release() of a closed connection frees its slot without
+        # waking a task waiting for one (maxsize reached); wake it here.
+        wakeup = getattr(pool, "_wakeup", None)
+        if wakeup is not None:
+            await wakeup()
 
 
 class MySQLStep(PicklesAsConfig):
@@ -220,7 +232,7 @@ class MySQLStep(PicklesAsConfig):
             yield conn
         except BaseException as error:
             healthy = False
-            if isinstance(error, Exception) and _is_server_error(error) and not conn.closed:
+            if isinstance(error, Exception) and is_server_error(error) and not conn.closed:
                 try:
                     await conn.rollback()
                     healthy = True
@@ -230,14 +242,7 @@ class MySQLStep(PicklesAsConfig):
                 conn.close()
             raise
         finally:
-            closed = conn.closed
-            await pool.release(conn)
-            if closed:
-                # aiomysql's release() of a closed connection frees its slot without
-                # waking a task waiting for one (maxsize reached); wake it here.
-                wakeup = getattr(pool, "_wakeup", None)
-                if wakeup is not None:
-                    await wakeup()
+            await give_back(pool, conn)
 
     async def aclose(self) -> None:
         """Close the pool this step created in the running loop (a pool given with

@@ -3,8 +3,9 @@ execute (any other statement)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
@@ -13,8 +14,6 @@ from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import StepArgumentError
 from .._vocab import DATA, check_key, declare_outputs
-
-# aiomysql comes through _common, which says how to install it when it is missing
 from ._common import (
     MySQLStep,
     aiomysql,
@@ -24,6 +23,9 @@ from ._common import (
     quote_table,
     short,
 )
+
+# aiomysql comes through _common, which says how to install it when it is missing
+from ._stream import stream_rows
 
 Mode = Literal["insert", "ignore", "upsert", "replace"]
 MODES: tuple[str, ...] = ("insert", "ignore", "upsert", "replace")
@@ -107,6 +109,27 @@ class Reader(_StatementStep):
             if not conn.get_autocommit():  # end the transaction a read opens, too
                 await conn.commit()
         return {self._key: rows if isinstance(rows, list) else list(rows)}
+
+
+class ChunkedReader(Reader):
+    """The step :func:`reader` returns with ``chunk_size=``: a source (an async
+    generator) yielding ``{"data": [dict, ...]}`` records of at most ``chunk_size`` rows
+    from an unbuffered server-side cursor."""
+
+    def __init__(self, query: str, url: str | None, pool: Any, key: str, chunk_size: Any) -> None:
+        super().__init__(query, url, pool, key)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise DataFlowDefinitionError(
+                f"{self.__qualname__}: chunk_size={chunk_size!r} must be an int >= 1 (rows "
+                "per record)"
+            )
+        self._chunk_size = chunk_size
+
+    async def __call__(self, **kwargs: Any) -> AsyncGenerator[dict[str, Any], None]:  # type: ignore[override]
+        rows = stream_rows(self, self._statement, self._args(kwargs), self._chunk_size, self._key)
+        async with contextlib.aclosing(rows):
+            async for record in rows:
+                yield record
 
 
 class Execute(_StatementStep):
@@ -335,13 +358,27 @@ class Writer(MySQLStep):
         return {"rowcount": rowcount}
 
 
-def reader(query: str, *, url: str | None = None, pool: Any = None, key: str = DATA) -> Reader:
+def reader(
+    query: str,
+    *,
+    url: str | None = None,
+    pool: Any = None,
+    key: str = DATA,
+    chunk_size: int | None = None,
+) -> Reader:
     """A step that runs ``query`` and returns ``{"data": [dict, ...]}`` (``{key: ...}``
     with ``key=``).
 
     The query's named placeholders (``%(last_id)s``) are the step's parameters; their
     values are always sent as parameters, never formatted into the text.
+
+    ``chunk_size=N``: the step is a source (an async generator function) that streams
+    the rows through an unbuffered server-side cursor and yields ``{"data": [...]}``
+    records of at most N rows; its connection is held while the stream runs and goes back
+    to the pool clean when the source ends, fails or is closed. See docs/mysql.md.
     """
+    if chunk_size is not None:
+        return ChunkedReader(query, url, pool, key, chunk_size)
     return Reader(query, url, pool, key)
 
 
