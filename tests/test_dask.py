@@ -621,3 +621,23 @@ def test_cli_map_refuses_an_unpicklable_flow_before_starting_a_cluster(tmp_path:
 
 
 unsendable = DataFlow((HoldsALock(),), name="unsendable")
+
+
+def test_cli_map_refuses_dask_with_a_journal_saying_so(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"n": 1}\n')
+    done = run_cli(
+        "map",
+        "cli_flows:squares",
+        "--input",
+        str(source),
+        "--output",
+        str(tmp_path / "out.jsonl"),
+        "--journal",
+        str(tmp_path / "journal"),
+        "--dask",
+        "local:2",
+    )
+    assert done.returncode == 2
+    assert "--journal and --dask do not go together" in done.stderr
+    assert not (tmp_path / "out.jsonl").exists()
