@@ -25,6 +25,7 @@ from ._merging import check_result, merge, merge_branches
 from ._notes import note
 from ._routing import report_skipped, routing_error
 from ._step_runner import StepRunner
+from ._streams import SourceRunner
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -96,6 +97,7 @@ class _Gen:
             or info.limit is not None
             or info.rate is not None
             or info.breaker is not None
+            or info.dead_letter is not None
         )
 
     def call_fn(self, fn: Fn, fetched: bool = False) -> list[str]:
@@ -140,16 +142,39 @@ class _Gen:
 
     def fn_branch(self, fn: Fn) -> str:
         name = self.const("fn_", None)
+        if fn.info.source:  # alone in its branch: the branch passes on its last record
+            runner = self.const(
+                "SRC", SourceRunner(self.flow, fn, self.hooks, self.executor, self.visibility)
+            )
+            self.emit_function(name, [f"return await {runner}(d, run, init, None)"])
+            return name
         body = [*self.call_fn(fn), self.combine(f"{fn.info.name} ({fn.path})"), "return d"]
         self.emit_function(name, body)
         return name
 
-    def seq(self, block: Block, guard_checked: bool) -> str:
+    def seq(self, block: Block, guard_checked: bool, emitting: bool = False) -> str:
         name = self.const("seq_", None)
+        emitting = emitting and has_source(block.items)
+        body = self.chain(block, block.items, guard_checked, True, emitting)
+        self.emit_function(name, body, emitting)
+        return name
+
+    def chain(
+        self,
+        block: Block,
+        items: list[Fn | Block],
+        guard_checked: bool,
+        has_first: bool,
+        emitting: bool,
+    ) -> list[str]:
+        """The body running ``items`` of a sequential block up to its first source, which
+        takes over the rest (see :meth:`source`)."""
         body: list[str] = []
-        for i, item in enumerate(block.items):
-            first = i == 0
+        for i, item in enumerate(items):
+            first = has_first and i == 0
             known = first and guard_checked
+            if isinstance(item, Fn) and item.info.source:
+                return body + self.source(block, item, items[i + 1 :], first, known, emitting)
             if isinstance(item, Block) and item.concurrent:
                 body += self.par(item, may_be_empty=not known, first=first)
                 continue
@@ -200,9 +225,47 @@ class _Gen:
             elif self.skip_hooks:
                 body.append("else:")
                 body += ["    " + line for line in self.skip(item)]
+        if emitting:
+            body += ["if emit is not None:", "    await emit(d)"]
         body.append("return d")
-        self.emit_function(name, body)
-        return name
+        return body
+
+    def source(
+        self,
+        block: Block,
+        src: Fn,
+        rest_items: list[Fn | Block],
+        first: bool,
+        known: bool,
+        emitting: bool,
+    ) -> list[str]:
+        """Lines that hand the block over to a source: the items after it run per record,
+        in a generated function of their own (``None`` when the source is last)."""
+        rest = "None"
+        if rest_items:
+            rest = self.const("rest_", None)
+            tail = self.chain(block, rest_items, False, False, emitting)
+            self.emit_function(rest, tail, emitting)
+        runner = self.const(
+            "SRC", SourceRunner(self.flow, src, self.hooks, self.executor, self.visibility)
+        )
+        e = ", emit" if emitting else ""
+        call = [f"return await {runner}(d, run, init, {rest}{e})"]
+        guard = self.guard(src)
+        if known or guard == "True":
+            return call
+        body = [f"if {guard}:", "    " + call[0], "else:"]
+        if self.skip_hooks:
+            body.append("    " + self.skip(block if first else src)[0])
+        if first:  # the flow's own first item: nothing can run
+            body.append(f"    raise _routing({self.const('P', src)}, d, True)")
+            return body
+        # passed over like any later step: the rest of the block runs once, on its input
+        if rest != "None":
+            return [*body, f"    return await {rest}(d, run, init{e})"]
+        if emitting:
+            body += ["    if emit is not None:", "        await emit(d)"]
+        return [*body, "    return d"]
 
     def par(self, block: Block, may_be_empty: bool, first: bool) -> list[str]:
         out = ["c = []", "n = []"]
@@ -231,8 +294,9 @@ class _Gen:
             "    d = _mergeb(await _gather(c), n)",
         ]
 
-    def emit_function(self, name: str, body: list[str]) -> None:
-        self.lines.append(f"async def {name}(d, run, init):")
+    def emit_function(self, name: str, body: list[str], emitting: bool = False) -> None:
+        extra = ", emit=None" if emitting else ""
+        self.lines.append(f"async def {name}(d, run, init{extra}):")
         self.lines += ["    " + line for line in body]
         self.lines.append("")
 
@@ -257,11 +321,18 @@ def generate(
 ) -> Any:
     """The coroutine function ``entry(data, run, init)`` that runs the whole flow."""
     gen = _Gen(flow, visibility, hooks, executor)
-    entry = gen.seq(root, guard_checked=False)
+    emits = has_source(root.items)
+    entry = gen.seq(root, guard_checked=False, emitting=emits)
     source = "\n".join(gen.lines)
     filename = _register_source(flow, source)
     code = compile(source, filename, "exec")
     exec(code, gen.ns)
     func = gen.ns[entry]
     func.__asyncdataflow_source__ = source
+    func.__asyncdataflow_emits__ = emits  # a source in the flow's own sequence: stream()
     return func
+
+
+def has_source(items: list[Fn | Block]) -> bool:
+    """Whether a sequential block's own items include a source (not nested blocks')."""
+    return any(isinstance(item, Fn) and item.info.source for item in items)

@@ -141,6 +141,19 @@ def is_async_callable(func: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def source_kind(func: Any) -> str | None:
+    """``"async"`` for an async generator function, ``"sync"`` for a generator function
+    (through partials and a callable object's ``__call__``), else ``None``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    for f in (func, getattr(type(func), "__call__", None)):  # noqa: B004
+        if inspect.isasyncgenfunction(f):
+            return "async"
+        if inspect.isgeneratorfunction(f):
+            return "sync"
+    return None
+
+
 def is_inline(func: Any) -> bool:
     while True:
         if getattr(func, INLINE_ATTR, False):
@@ -167,9 +180,15 @@ def unwrap_step(func: Any) -> Any:
 
 
 class Compiler:
-    def __init__(self, default_retry: Retry | None, executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        default_retry: Retry | None,
+        executor: Executor | None = None,
+        default_dead_letter: Any = None,
+    ) -> None:
         self.default_retry = default_retry
         self.executor = executor
+        self.default_dead_letter = default_dead_letter
 
     def compile(self, definition: Any, flow_cls: type[DataFlow]) -> Block:
         self.flow_cls = flow_cls
@@ -240,14 +259,37 @@ class Compiler:
         params = analyze_signature(func, f"{path} ({callable_name(func)})")
         required = tuple(n for n, d in params if d is _REQUIRED)
         is_async = is_async_callable(func)
-        inline = (not is_async) and is_inline(func)
+        source = source_kind(func)
+        window = opts.window if opts else None
+        if window is not None and source is None:
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, window={window}): window= is for a "
+                f"source, a generator function that yields records; "
+                f"{callable_name(func)} is not one. Drop window=, or make it yield."
+            )
+        if source and opts and (opts.rate is not None or opts.breaker is not None):
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, rate=/breaker=): a source is advanced, "
+                f"not called; put rate= or breaker= on the step that calls the service "
+                f"(in the source's records, or inside the source itself)"
+            )
+        if source and opts and opts.dead_letter is not None:
+            raise DataFlowDefinitionError(
+                f"{path}: step({callable_name(func)}, dead_letter=): a source's failure ends "
+                f"its stream, it is not one record's; put dead_letter= on the steps of its "
+                f"records (or on the flow: DataFlow(..., dead_letter=sink))"
+            )
+        inline = (source != "async") and (not is_async) and is_inline(func)
         retry = (opts.retry if opts and opts.retry else None) or self.default_retry
+        dead_letter = None
+        if not source:
+            dead_letter = (opts.dead_letter if opts else None) or self.default_dead_letter
         info = StepInfo(
             name=(opts.name if opts and opts.name else None) or callable_name(func),
             path=path,
             parent=parent,
             func=func,
-            is_async=is_async,
+            is_async=is_async or source == "async",
             inline=inline,
             params=tuple(n for n, _ in params),
             required=required,
@@ -256,6 +298,9 @@ class Compiler:
             limit=opts.limit if opts else None,
             rate=opts.rate if opts else None,
             breaker=opts.breaker if opts else None,
+            source=source,
+            window=(window or 1) if source else None,
+            dead_letter=dead_letter,
         )
         outputs, optional = declared_outputs(item)
         call = step_call(func, is_async, inline, self.executor)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Fn
+from ._dead_letters import IN_RECORD, DeadLettered, letterable, post
 from ._hooks import Hooks, logger
 from ._limits import semaphore, semaphores_for
 from ._merging import check_result
@@ -115,6 +116,19 @@ class StepRunner:
             error.add_note(text)
         return None
 
+    async def _dead_letter(
+        self, error: Exception, data: Data, run: RunInfo | None, attempts: int
+    ) -> None:
+        """The step failed for good and has a sink. In a source's record, hand the failure
+        to the record (it writes the letter with the record's input and is dropped);
+        otherwise write the letter (the run's arguments as its input) and let the error
+        go on."""
+        if IN_RECORD.get():
+            raise DeadLettered(error, self.info, attempts) from error
+        letter_input = run.kwargs if run is not None else data
+        await post(self.hooks, self.flow, run, self.info, error, letter_input, attempts)
+        error.add_note(f"asyncdataflow: written to dead letters {self.info.dead_letter!r}")
+
     async def __call__(self, data: Data, run: RunInfo | None) -> Data:
         # run is None only in a flow whose steps can call no hook (see DataFlow._build)
         info, hooks, flow = self.info, self.hooks, self.flow
@@ -144,6 +158,9 @@ class StepRunner:
                 if delay is None:
                     if not isinstance(error, DataFlowFunctionResultError):
                         note(error, info, flow.name)
+                    if info.dead_letter is not None and isinstance(error, Exception):
+                        if letterable(error):
+                            await self._dead_letter(error, data, run, attempt)
                     raise
                 if emit:
                     emit(

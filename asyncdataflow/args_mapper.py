@@ -8,7 +8,14 @@ import keyword
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._compiler import MAPPED_ATTR, analyze_signature, callable_name, is_async_callable, is_inline
+from ._compiler import (
+    MAPPED_ATTR,
+    analyze_signature,
+    callable_name,
+    is_async_callable,
+    is_inline,
+    source_kind,
+)
 from .exceptions import ArgsMapperError, ArgsMapperInputKeyError, ArgsMapperOutputKeyError
 from .options import INLINE_ATTR, StepOptions
 
@@ -70,7 +77,8 @@ def args_mapper(
             (unlisted keys are dropped).
 
     The wrapper is async if ``func`` is (else it stays sync and runs in a thread), and its
-    signature shows the flow-side names, so routing works through it.
+    signature shows the flow-side names, so routing works through it. A source (a
+    generator function) stays one: ``output`` then shapes every value it yields.
     """
     name = callable_name(func)
     from .flow import DataFlow
@@ -183,14 +191,33 @@ def args_mapper(
         )
 
     is_async = is_async_callable(func)
+    source = source_kind(func)
     sig = ", ".join(sig_parts)
-    head = (
-        f"async def mapped({'*, ' if sig else ''}{sig}):"
-        if is_async
-        else (f"def mapped({'*, ' if sig else ''}{sig}):")
-    )
-    call = f"{'await ' if is_async else ''}_adf_func({', '.join(call_parts)})"
-    src = "\n".join([head, f"    _adf_r = {call}", *("    " + line for line in ret)])
+    star = "*, " if sig else ""
+    if source is not None:  # a source: every yielded value is mapped
+        is_async = source == "async"
+        shape = ["def _adf_shape(_adf_r):", *("    " + line for line in ret)]
+        call = f"_adf_func({', '.join(call_parts)})"
+        if is_async:
+            loop = ["    async for _adf_r in _adf_g:", "            yield _adf_shape(_adf_r)"]
+            close = "        await _adf_g.aclose()"
+        else:
+            loop = ["    for _adf_r in _adf_g:", "            yield _adf_shape(_adf_r)"]
+            close = "        _adf_g.close()"
+        head = f"{'async ' if is_async else ''}def mapped({star}{sig}):"
+        body = [
+            f"    _adf_g = {call}",
+            "    try:",
+            "    " + loop[0],
+            loop[1],
+            "    finally:",
+            close,
+        ]
+        src = "\n".join([*shape, head, *body])
+    else:
+        head = f"async def mapped({star}{sig}):" if is_async else f"def mapped({star}{sig}):"
+        call = f"{'await ' if is_async else ''}_adf_func({', '.join(call_parts)})"
+        src = "\n".join([head, f"    _adf_r = {call}", *("    " + line for line in ret)])
     exec(compile(src, f"<args_mapper {name}>", "exec"), ns)
     mapped = ns["mapped"]
     mapped.__qualname__ = mapped.__name__ = f"args_mapper({name})"
@@ -198,7 +225,9 @@ def args_mapper(
     mapped.__module__ = getattr(func, "__module__", None) or __name__
     setattr(mapped, MAPPED_ATTR, func)
     mapped.__asyncdataflow_outputs__ = outputs
-    if is_async:
+    if is_async or source is not None:  # a generator runs where it was created
+        if source == "sync" and is_inline(func):
+            setattr(mapped, INLINE_ATTR, True)
         return mapped  # type: ignore[no-any-return]
     # a sync wrapper may be sent to a process pool or a cluster: make it picklable
     sync = _SyncMapped(mapped, (func, input or None, output))

@@ -70,6 +70,8 @@ class DeadLetter:
         time: when it was written, in seconds since the epoch (UTC).
         record: the record's index in each enclosing source, outermost first (``()``
             outside a stream).
+        source: the place of the source whose record it is (``None`` outside a
+            stream): a replay runs the record through the steps after that source.
         id: the sink's identifier for the letter (set by the sink when read back).
     """
 
@@ -83,6 +85,7 @@ class DeadLetter:
     attempts: int = 1
     time: float = field(default_factory=_time.time)
     record: tuple[int, ...] = ()
+    source: str | None = None
     id: str | None = None
 
     @classmethod
@@ -96,6 +99,7 @@ class DeadLetter:
         input: Mapping[str, Any],
         attempts: int,
         record: tuple[int, ...] = (),
+        source: str | None = None,
     ) -> DeadLetter:
         kind = type(error)
         name = (
@@ -113,6 +117,7 @@ class DeadLetter:
             notes=tuple(str(n) for n in getattr(error, "__notes__", ())),
             attempts=attempts,
             record=tuple(record),
+            source=source,
         )
 
     def to_json(self) -> str:
@@ -136,6 +141,7 @@ class DeadLetter:
             attempts=int(raw.get("attempts", 1)),
             time=float(raw.get("time", 0.0)),
             record=tuple(raw.get("record", ())),
+            source=raw.get("source"),
             id=raw.get("id", id),
         )
 

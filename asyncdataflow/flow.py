@@ -7,7 +7,15 @@ import inspect
 import os
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
@@ -15,13 +23,15 @@ from typing import Any
 from . import plugin_manager as _plugins
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, guard_missing, unwrap_step
+from ._gather import cancel_and_wait
 from ._hooks import hooks_for, logger
 from ._journal import journaled_map
 from ._map import ordered_map
+from ._replay import Replayed, replay
 from ._wiring import Explanation, analyze
 from .exceptions import DataFlowCallError, DataFlowDefinitionError
 from .info import RunInfo, StepInfo
-from .options import Retry
+from .options import Retry, check_sink
 
 __all__ = ["DataFlow"]
 
@@ -59,6 +69,9 @@ class DataFlow:
         plugins: plugins for this flow only, on top of the global ones.
         name: display name in errors, notes and hooks.
         retry: a default :class:`Retry` policy for every step without its own.
+        dead_letter: a default dead-letter sink for every step without its own: a
+            record a step fails on after its retries goes there and the stream goes on
+            (see docs/durable.md).
     """
 
     def __init__(
@@ -72,6 +85,7 @@ class DataFlow:
         plugins: Iterable[Any] = (),
         name: str | None = None,
         retry: Retry | None = None,
+        dead_letter: Any = None,
     ) -> None:
         if args_visibility not in _VISIBILITIES:
             raise DataFlowDefinitionError(
@@ -90,8 +104,10 @@ class DataFlow:
         self.executor = executor
         self.plugins = tuple(plugins)
         self.retry = retry
+        check_sink("DataFlow", dead_letter)
+        self.dead_letter = dead_letter
         self.name = name or f"DataFlow@{id(self):x}"
-        self.plan: Block = Compiler(retry, executor).compile(definition, DataFlow)
+        self.plan: Block = Compiler(retry, executor, dead_letter).compile(definition, DataFlow)
         self._wiring = analyze(self.plan, args_visibility, self.name)
         wiring_error = self._wiring.error()
         if wiring_error is not None:
@@ -109,9 +125,12 @@ class DataFlow:
         self._hooks = hooks_for(self.plugins)
         self._version = _plugins.VERSION
         self._body = generate(self, self.plan, self.args_visibility, self._hooks, self.executor)
+        self._emits: bool = self._body.__asyncdataflow_emits__
         # a run gets a RunInfo whenever a hook may be called: an observer, or the retry
         # decision of a step with a policy
-        self._observe = self._hooks.any or any(s.retry is not None for s in self.steps)
+        self._observe = self._hooks.any or any(
+            s.retry is not None or s.dead_letter is not None for s in self.steps
+        )
         # the plugin version at which __call__ may call the body directly (no hooks, no
         # loop), or None when it may not
         self._direct_at = None if (self.infinity_loop or self._observe) else self._version
@@ -142,7 +161,11 @@ class DataFlow:
         return self._entry(kwargs)
 
     async def _observed(
-        self, kwargs: Result, run: RunInfo | None = None, hook: str = "after_flow_run"
+        self,
+        kwargs: Result,
+        run: RunInfo | None = None,
+        hook: str = "after_flow_run",
+        emit: Callable[[Result], Awaitable[None]] | None = None,
     ) -> Result:
         """One run with its hooks: ``before_flow_run``, the body, ``after_flow_run`` (and,
         for a loop iteration, ``after_loop_iteration`` too)."""
@@ -154,7 +177,10 @@ class DataFlow:
         result: Result | None = None
         error: BaseException | None = None
         try:
-            result = await self._body(kwargs, run, kwargs)
+            if emit is None:
+                result = await self._body(kwargs, run, kwargs)
+            else:
+                result = await self._body(kwargs, run, kwargs, emit)
             return result
         except BaseException as e:
             error = e
@@ -221,6 +247,60 @@ class DataFlow:
         for state in list(self._loops):
             state.stop()
 
+    async def stream(self, /, **kwargs: Any) -> AsyncIterator[Result]:
+        """Run the flow once and yield every record's final output, in the order its
+        source yielded them (see the README's Streams section). A flow without a source in
+        its own sequence yields its one result.
+
+        The run goes on in a task of its own and waits while its last output has not been
+        taken, so a slow consumer holds the source back. Leaving early
+        (``break``, then ``aclose()``; or ``contextlib.aclosing``) cancels the run and
+        closes its sources before ``aclose()`` returns. An exception of the run is raised
+        here unchanged.
+        """
+        if self.infinity_loop:
+            raise DataFlowCallError(
+                f"flow {self.name!r} is an infinity loop; stream() needs a run that finishes"
+            )
+        if self._version != _plugins.VERSION:
+            self._build()
+        if not self._emits:
+            yield await self(**kwargs)
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(1)
+        leaving = False
+
+        async def emit(data: Result) -> None:
+            await queue.put((True, data))
+
+        async def produce() -> None:
+            try:
+                if self._observe:
+                    await self._observed(kwargs, emit=emit)
+                else:
+                    await self._body(kwargs, None, kwargs, emit)
+            except BaseException as error:
+                if leaving:
+                    raise
+                await queue.put((False, error))
+            else:
+                await queue.put((False, None))
+
+        task = loop.create_task(produce())
+        try:
+            while True:
+                ok, value = await queue.get()
+                if ok:
+                    yield value
+                elif value is None:
+                    return
+                else:
+                    raise value
+        finally:
+            leaving = True
+            await cancel_and_wait([task])
+
     def map(
         self,
         inputs: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
@@ -278,15 +358,27 @@ class DataFlow:
             return []
         return [(fn.info, missing) for fn, missing in candidates]
 
+    async def replay(self, sink: Any) -> Replayed:
+        """Run the dead letters of this flow (those whose ``flow`` is this flow's name) in
+        ``sink`` again, and remove the ones that now succeed.
+
+        A letter written in a stream holds its record's input: it runs through the steps
+        after its source (a source at the top level of the definition). A letter written
+        outside a stream holds the run's arguments: the whole flow runs again. A letter
+        that fails again stays in the sink (replay writes no new letters); the result
+        says how many succeeded and which failed, with their errors.
+        """
+        return await replay(self, sink)
+
     # -- closing --------------------------------------------------------------------
 
     def _closeables(self) -> list[Any]:
         seen: dict[int, Any] = {}
         for fn in self.plan.steps():
-            obj = unwrap_step(fn.info.func)
-            close = getattr(obj, "aclose", None)
-            if close is not None and callable(close) and id(obj) not in seen:
-                seen[id(obj)] = obj
+            for obj in (unwrap_step(fn.info.func), fn.info.dead_letter):
+                close = getattr(obj, "aclose", None)
+                if close is not None and callable(close) and id(obj) not in seen:
+                    seen[id(obj)] = obj
         return list(seen.values())
 
     async def aclose(self) -> None:
@@ -359,8 +451,9 @@ class DataFlow:
         for a report; ``.steps`` for one :class:`~asyncdataflow.StepWiring` per step."""
         return self._wiring.explanation(self.name)
 
-    def walk(self) -> Iterable[Fn | Block]:
-        """Every block and step of the plan, depth first."""
+    def walk(self) -> Iterator[Fn | Block]:
+        """Every :class:`~asyncdataflow.plan.Block` and :class:`~asyncdataflow.plan.Step`
+        of :attr:`plan`, depth first, in definition order (the root block first)."""
         stack: list[Fn | Block] = [self.plan]
         while stack:
             node = stack.pop()

@@ -1,11 +1,13 @@
 """Draw a flow's structure as Mermaid or Graphviz DOT text.
 
-Each step is a node labelled with its name, the parameters it takes (``in:``; a trailing
-``?`` marks one with a default) and, where known, the keys it returns (``out:``, from
-``step(..., outputs=...)``, ``args_mapper(..., output=...)``, an integration pack step
-or a ``TypedDict`` return annotation; ``out: -`` for a step declared to return nothing).
-Nested blocks are Mermaid subgraphs / DOT clusters labelled ``sequential`` or
-``concurrent`` (plus the name of an inlined :class:`~asyncdataflow.DataFlow`). Arrows
+Each step is a node labelled with its name, a ``source, window N`` line for a source (a
+generator step; the rest of its block runs once per record it yields), the parameters it
+takes (``in:``; a trailing ``?`` marks one with a default) and, where known, the keys it
+returns (``out:``, from ``step(..., outputs=...)``, ``args_mapper(..., output=...)``, an
+integration pack step or a ``TypedDict`` return annotation; ``out: -`` for a step declared
+to return nothing). Nested blocks are Mermaid subgraphs / DOT clusters labelled
+``sequential`` or ``concurrent`` (plus the name of an inlined
+:class:`~asyncdataflow.DataFlow`). Arrows
 follow the data: each item of a sequential block feeds the next; a concurrent block fans
 out to the first step of every branch and fans in from the last.
 
@@ -49,6 +51,8 @@ def _params(fn: Fn) -> str:
 
 def _label_lines(fn: Fn) -> list[str]:
     lines = [fn.info.name]
+    if fn.info.source:  # each value it yields is a record for the steps after it
+        lines.append(f"source, window {fn.info.window}")
     params = _params(fn)
     if params:
         lines.append(f"in: {params}")

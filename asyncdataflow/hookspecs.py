@@ -30,6 +30,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from .durable import DeadLetter
     from .flow import DataFlow
     from .info import RunInfo, StepInfo
 
@@ -206,6 +207,24 @@ def on_breaker_change(
 
     ``run`` is the run whose call made the change (its failure, the trial call it
     started, the trial's success). Like the breaker, shared by every flow holding the step.
+    """
+
+
+@hookspec
+def on_dead_letter(
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    letter: DeadLetter,
+) -> None:
+    """``step`` failed for good (after its retries) and ``letter`` was written to its
+    dead-letter sink (``step(..., dead_letter=...)`` or ``DataFlow(..., dead_letter=...)``).
+    In a stream the record is dropped and the stream goes on; outside one, the step's
+    exception still propagates.
+
+    Args:
+        letter: what the sink now holds: the input, the step's name and place, the
+            exception's type, message and notes, the attempts, the time and the record.
     """
 
 

@@ -52,6 +52,11 @@ class StepInfo:
         limit: at most this many calls at once across all runs of the flow, or ``None``.
         rate: its :class:`~asyncdataflow.Rate` (calls a second), or ``None``.
         breaker: its :class:`~asyncdataflow.Breaker`, or ``None``.
+        source: ``"async"`` or ``"sync"`` for a source (a generator function whose every
+            yielded dict starts a record), else ``None``.
+        window: a source's window (records in flight at once), else ``None``.
+        dead_letter: the dead-letter sink a failed record goes to (its own, else the
+            flow's default), or ``None``.
     """
 
     name: str
@@ -67,6 +72,9 @@ class StepInfo:
     limit: int | None = None
     rate: Rate | None = None
     breaker: Breaker | None = None
+    source: str | None = None
+    window: int | None = None
+    dead_letter: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +85,12 @@ class RunInfo:
         id: unique in this process and across processes (pid, random part, counter).
         kwargs: the call's keyword arguments.
         iteration: the loop iteration (from 1), or ``None`` outside a loop.
+        record: where in a stream the step runs: the index (from 0) of its record in
+            each source it runs under, outermost first; ``()`` outside any record. The
+            run of a record's steps is a copy of the flow's run with the same ``id``.
     """
 
     kwargs: Mapping[str, Any] = field(repr=False)
     iteration: int | None = None
     id: str = field(default_factory=_new_run_id)
+    record: tuple[int, ...] = ()

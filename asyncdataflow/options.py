@@ -105,6 +105,8 @@ class StepOptions:
     rate: Rate | None = None
     breaker: Breaker | None = None
     outputs: tuple[str, ...] | None = None
+    window: int | None = None
+    dead_letter: Any = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
@@ -120,6 +122,8 @@ def step(
     rate: float | Rate | None = None,
     breaker: Breaker | None = None,
     outputs: Iterable[str] | None = None,
+    window: int | None = None,
+    dead_letter: Any = None,
 ) -> StepOptions:
     """Give a step a display name, a timeout (seconds; the step then fails with
     ``TimeoutError``), a retry policy, a concurrency limit shared by every run of the
@@ -127,12 +131,23 @@ def step(
     breaker (``breaker=Breaker(...)``), or the keys it returns (``outputs=("rows",
     "count")``, checked against the parameters of the steps after it when the flow is
     built), without changing the function. ``step(step(f, name="a"), timeout=1)``
-    combines."""
+    combines.
+
+    ``window`` is for a source (a generator function, see the README's Streams section):
+    at most this many of its records in flight at once (default 1).
+
+    ``dead_letter`` is a dead-letter sink (``asyncdataflow.plugins.files.dead_letters(...)``,
+    ``asyncdataflow.plugins.mysql.dead_letters(...)``): a record this step fails on after
+    its retries is handed to it and the stream goes on (see docs/durable.md)."""
     keys = _output_names(func, outputs)
     if timeout is not None and timeout <= 0:
         raise DataFlowDefinitionError(f"step({name or func!r}): timeout must be > 0")
     if limit is not None and limit < 1:
         raise DataFlowDefinitionError(f"step({name or func!r}): limit must be >= 1")
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise DataFlowDefinitionError(
+            f"step({name or func!r}): window must be an int >= 1, got {window!r}"
+        )
     if rate is not None and not isinstance(rate, Rate):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise DataFlowDefinitionError(
@@ -145,6 +160,7 @@ def step(
             f"step({name or func!r}): breaker={breaker!r}: give an asyncdataflow.Breaker("
             f"failures=..., reset_after=..., on=(...))"
         )
+    check_sink(f"step({name or func!r})", dead_letter)
     if isinstance(func, StepOptions):
         return StepOptions(
             func.func,
@@ -155,6 +171,8 @@ def step(
             rate=rate if rate is not None else func.rate,
             breaker=breaker if breaker is not None else func.breaker,
             outputs=keys if keys is not None else func.outputs,
+            window=window if window is not None else func.window,
+            dead_letter=dead_letter if dead_letter is not None else func.dead_letter,
         )
     return StepOptions(
         func,
@@ -165,6 +183,8 @@ def step(
         rate=rate,
         breaker=breaker,
         outputs=keys,
+        window=window,
+        dead_letter=dead_letter,
     )
 
 
@@ -181,3 +201,18 @@ def _output_names(func: Any, outputs: Iterable[str] | None) -> tuple[str, ...] |
             f'write outputs=("rows", "count")'
         )
     return tuple(dict.fromkeys(keys))
+
+
+def check_sink(owner: str, sink: Any) -> None:
+    """A dead-letter sink has the methods of :class:`asyncdataflow.durable.DeadLetterSink`."""
+    if sink is None:
+        return
+    missing = [
+        m for m in ("put", "letters", "remove", "aclose") if not callable(getattr(sink, m, None))
+    ]
+    if missing:
+        raise DataFlowDefinitionError(
+            f"{owner}: dead_letter={sink!r:.80} is not a dead-letter sink (it lacks "
+            f"{', '.join(missing)}); use asyncdataflow.plugins.files.dead_letters(path) or "
+            f"asyncdataflow.plugins.mysql.dead_letters(url=...)"
+        )

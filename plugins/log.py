@@ -24,7 +24,9 @@ where they apply ``adf_step``, ``adf_path``, ``adf_attempt``, ``adf_duration`` (
 ``adf_delay``, ``adf_error`` (the exception's type name), ``adf_iteration``,
 ``adf_missing``, ``adf_keys`` (output key names), ``adf_rate`` and ``adf_previous_rate``
 (calls a second), ``adf_pause`` (seconds), ``adf_state`` and ``adf_previous_state`` (a
-breaker's), ``adf_retry_in`` (seconds until an open breaker's trial call).
+breaker's), ``adf_retry_in`` (seconds until an open breaker's trial call); step records
+also carry ``adf_record``, the record's index in each source it runs under (``()``
+outside a stream).
 
 The plugin never configures logging (no handler, no level: that is the application's
 job) and never logs the values of a run's arguments or of a step's input and output, which
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from asyncdataflow.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from asyncdataflow.durable import DeadLetter
     from asyncdataflow.flow import DataFlow
     from asyncdataflow.info import RunInfo, StepInfo
 
@@ -53,6 +56,7 @@ __all__ = [
     "before_step_run",
     "logger",
     "on_breaker_change",
+    "on_dead_letter",
     "on_rate_change",
     "on_step_error",
     "on_step_retry",
@@ -74,6 +78,7 @@ def _step_extra(
         "adf_run_id": run.id,
         "adf_step": step.name,
         "adf_path": step.path,
+        "adf_record": run.record if run is not None else (),
         **more,
     }
 
@@ -364,6 +369,24 @@ def on_rate_change(
         rate,
         previous,
         extra=_step_extra("rate_limited", flow, run, step, adf_error=type(error).__name__, **more),
+    )
+
+
+@hookimpl
+def on_dead_letter(flow: DataFlow, run: RunInfo, step: StepInfo, letter: DeadLetter) -> None:
+    where = f" record {list(letter.record)}" if letter.record else ""
+    logger.warning(
+        "flow %s run %s: step %s at %s failed for good (%s: %s); %s written to dead letters",
+        flow.name,
+        run.id,
+        step.name,
+        step.path,
+        letter.error_type,
+        letter.message,
+        f"its{where} input" if where else "the run's arguments",
+        extra=_step_extra(
+            "dead_letter", flow, run, step, adf_error=letter.error_type, adf_record=letter.record
+        ),
     )
 
 

@@ -28,6 +28,7 @@ flow's ``name``, ``step`` the step's display name; ``outcome`` is ``ok``, ``erro
 - ``<ns>_step_breaker_state{flow, step}``: gauge, the state of a ``step(...,
   breaker=...)`` (from its first finished attempt): 0 closed, 1 open, 2 half-open.
 - ``<ns>_step_breaker_opened_total{flow, step}``: times the breaker opened.
+- ``<ns>_dead_letters_total{flow, step}``: failures handed to a dead-letter sink.
 
 Give flows a ``name=``: the default name holds the object's id, a new label value per
 flow object.
@@ -170,6 +171,13 @@ class MetricsPlugin:
             namespace=namespace,
             registry=reg,
         )
+        self.dead_letters = Counter(
+            "dead_letters",
+            "Records (or runs) a step failed on for good that went to its dead-letter sink.",
+            ["flow", "step"],
+            namespace=namespace,
+            registry=reg,
+        )
         self._seen: set[tuple[str, str]] = set()
         self._rates: set[tuple[str, str]] = set()
         self._breakers: set[tuple[str, str]] = set()
@@ -245,6 +253,10 @@ class MetricsPlugin:
         self.rate.labels(flow.name, step.name).set(rate)
         if error is not None:
             self.rate_limited.labels(flow.name, step.name).inc()
+
+    @hookimpl
+    def on_dead_letter(self, flow: DataFlow, step: StepInfo) -> None:
+        self.dead_letters.labels(flow.name, step.name).inc()
 
     @hookimpl
     def on_breaker_change(self, flow: DataFlow, step: StepInfo, state: str) -> None:

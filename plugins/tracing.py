@@ -20,8 +20,9 @@ Attributes: ``asyncdataflow.flow``, ``asyncdataflow.run.id``,
 ``asyncdataflow.step.parent``, ``asyncdataflow.step.attempt``,
 ``asyncdataflow.step.skipped``, ``asyncdataflow.step.retry`` (true on a retried attempt,
 i.e. attempt > 1), ``asyncdataflow.step.retry_delay`` (the pause before it) and
-``asyncdataflow.step.missing`` (skipped steps) on step spans. Argument and result values are
-never recorded.
+``asyncdataflow.step.missing`` (skipped steps) and ``asyncdataflow.record`` (a step of a
+stream's record: the record's index in each source, outermost first) on step spans.
+Argument and result values are never recorded.
 
 Span events, on the span of the step attempt that saw them: ``asyncdataflow.rate_limited``
 (a slow-down answer paused a ``rate=`` step; attributes ``asyncdataflow.rate``,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TracingPlugin"]
 
-_Key = tuple[str, str]
+_Key = tuple[str, str, tuple[int, ...]]
 
 
 def _end(span: Any, token: object, error: BaseException | None) -> None:
@@ -80,7 +81,7 @@ class TracingPlugin:
             with ``opentelemetry.trace.set_tracer_provider``).
 
     State is kept per run, keyed by ``run.id``, and per step attempt, keyed by
-    ``(run.id, step.path)``; each span is made current with
+    ``(run.id, step.path, run.record)``; each span is made current with
     ``opentelemetry.context.attach`` in the task that runs it and detached in the same
     task, so the tokens nest.
     """
@@ -122,7 +123,8 @@ class TracingPlugin:
 
     @staticmethod
     def _key(run: RunInfo, step: StepInfo) -> _Key:
-        return (run.id, step.path)
+        # the records of a stream run the same step at once: each has its own span
+        return (run.id, step.path, run.record)
 
     @hookimpl
     def before_step_run(self, flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
@@ -135,6 +137,8 @@ class TracingPlugin:
             "asyncdataflow.step.skipped": False,
             "asyncdataflow.step.retry": attempt > 1,
         }
+        if run is not None and run.record:
+            attributes["asyncdataflow.record"] = list(run.record)
         delay = self._delays.pop(key, None)
         if delay is not None:
             attributes["asyncdataflow.step.retry_delay"] = delay

@@ -159,7 +159,7 @@ def test_bad_chunk_options_are_refused_when_the_step_is_built(fmt, size, match):
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, resource, sys
     from asyncdataflow.plugins import files
 
     def transform(data):
@@ -173,11 +173,16 @@ CHILD = textwrap.dedent(
             out = transform(record["data"])
             await writer(**out)
             count += len(out["data"])
-        # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's RSS at fork
-        # across exec, so a big pytest process (say, after a Dask cluster) would fail this
+        print(count, peak_rss())
+
+    def peak_rss():
+        # VmHWM is this program's own peak: ru_maxrss keeps the peak of the process
+        # image before exec, here the test run that started us (hundreds of MiB)
         with open("/proc/self/status") as status:
-            hwm = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-        print(count, hwm * 1024)
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """

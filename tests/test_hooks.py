@@ -892,6 +892,7 @@ def test_every_hook_is_tested_here_and_documented() -> None:
             "step_retry_delay",
             "on_rate_change",
             "on_breaker_change",
+            "on_dead_letter",
             "step_slow_down",
         ]
     )
@@ -951,3 +952,31 @@ async def test_a_wrong_result_type_is_reported_to_on_step_error():
     with pytest.raises(DataFlowFunctionResultError):
         await DataFlow((returns_a_number,), plugins=[Recorder()])()
     assert events == ["before", "DataFlowFunctionResultError"]
+
+
+async def test_on_dead_letter_is_told_each_letter_written(tmp_path: Path) -> None:
+    from asyncdataflow.plugins import files
+
+    seen: list[tuple[str, str, Any]] = []
+
+    class Observer:
+        @hookimpl
+        def on_dead_letter(self, flow: DataFlow, run: RunInfo, step: StepInfo, letter: Any) -> None:
+            seen.append((flow.name, step.name, letter.input))
+            assert isinstance(run, RunInfo)
+
+    async def records() -> Any:
+        for n in range(3):
+            yield {"n": n}
+
+    async def odd_fails(n: int) -> dict[str, Any]:
+        if n % 2:
+            raise ValueError(n)
+        return {"n": n}
+
+    sink = files.dead_letters(tmp_path / "dead.jsonl")
+    flow = DataFlow((records, odd_fails), name="f", dead_letter=sink, plugins=[Observer()])
+    await flow()
+    assert seen == [
+        ("f", "test_on_dead_letter_is_told_each_letter_written.<locals>.odd_fails", {"n": 1})
+    ]

@@ -192,3 +192,13 @@ def test_the_core_imports_none_of_the_integration_libraries(tmp_path: Path) -> N
     report = json.loads(second)
     assert "http" in report["plugins"]  # the entry point was loaded...
     assert report["loaded"] == []  # ...without importing any integration library
+
+
+def test_the_version_is_written_once_and_the_license_ships() -> None:
+    import asyncdataflow
+
+    assert version("asyncdataflow") == asyncdataflow.__version__
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in pyproject
+    assert "\nversion =" not in pyproject.split("[tool.")[0]
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")

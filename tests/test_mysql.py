@@ -639,3 +639,22 @@ async def test_number_like_values_of_other_types_are_written_as_their_text(table
     finally:
         await step.aclose()
     assert sql(f"SELECT id, n, q FROM `{table}`") == [(1, 3, "1/3")]
+
+
+def test_an_aiomysql_without_the_private_names_the_pack_uses_fails_loudly():
+    from asyncdataflow.plugins.mysql import _common
+
+    _common.check_aiomysql(aiomysql)  # the installed release has them
+
+    class Pool:
+        pass
+
+    class Cursor:
+        async def _show_warnings(self, conn):
+            return None
+
+    changed = type("aiomysql", (), {"Pool": Pool, "Cursor": Cursor, "__version__": "9.0"})
+    with pytest.raises(ImportError, match=r"relies on aiomysql\.Pool\._wakeup") as caught:
+        _common.check_aiomysql(changed)
+    assert "aiomysql 9.0 does not have" in str(caught.value)
+    assert 'pip install "aiomysql>=0.2,<0.4"' in str(caught.value)

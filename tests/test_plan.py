@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import linecache
 import traceback
 
@@ -12,6 +13,7 @@ from asyncdataflow import (
     DataFlow,
     get_plugin_manager,
     hookimpl,
+    plan,
     register_plugin,
     step,
     unregister_plugin,
@@ -136,3 +138,27 @@ async def test_a_traceback_through_generated_code_shows_its_lines():
     frames = [e for e in caught.traceback if str(e.path).startswith("<asyncdataflow shown ")]
     frame = frames[-1]  # the branch that called the step
     assert linecache.getline(str(frame.path), frame.lineno + 1).strip() == line
+
+
+async def test_walk_yields_every_block_and_step_depth_first_as_public_plan_types():
+    inner = DataFlow((b,), name="inner")
+    flow = DataFlow((a, (b, (a, inner)), b), name="outer")
+    nodes = list(flow.walk())
+    assert [(type(n).__name__, n.path) for n in nodes] == [
+        ("Block", "definition"),
+        ("Fn", "definition[0]"),
+        ("Block", "definition[1]"),
+        ("Fn", "definition[1][0]"),
+        ("Block", "definition[1][1]"),
+        ("Fn", "definition[1][1][0]"),
+        ("Block", "definition[1][1][1]"),  # the nested flow, inlined
+        ("Fn", "definition[1][1][1][0]"),
+        ("Fn", "definition[2]"),
+    ]
+    assert nodes[0] is flow.plan and isinstance(flow.plan, plan.Block)
+    assert [n.concurrent for n in nodes if isinstance(n, plan.Block)] == [False, True, False, False]
+    assert nodes[6].name == "inner"
+    steps = [n for n in nodes if isinstance(n, plan.Step)]
+    assert [s.info for s in steps] == list(flow.steps)
+    assert steps[1].params == (("y", inspect.Parameter.empty),)
+    assert steps[1].missing({}) == ("y",)

@@ -231,3 +231,26 @@ async def test_cancellation_and_loop_iterations_are_debug(
     iterations = [r for r in records if r.adf_event == "loop_iteration"]  # type: ignore[attr-defined]
     assert [r.adf_iteration for r in iterations] == [1, 2]  # type: ignore[attr-defined]
     assert all(r.levelno == logging.DEBUG for r in iterations)
+
+
+async def test_a_dead_letter_is_a_warning_naming_the_record(
+    records: list[logging.LogRecord], tmp_path: Any
+) -> None:
+    from asyncdataflow.plugins import files
+
+    async def rows() -> Any:
+        for n in range(3):
+            yield {"n": n}
+
+    async def shape(n: int) -> dict[str, Any]:
+        if n == 1:
+            raise ValueError("bad row")
+        return {}
+
+    sink = files.dead_letters(tmp_path / "dead.jsonl")
+    flow = DataFlow((rows, step(shape, name="shape")), name="dl", plugins=[log], dead_letter=sink)
+    await flow()
+    (letter,) = [r for r in records if r.adf_event == "dead_letter"]  # type: ignore[attr-defined]
+    assert letter.levelno == logging.WARNING
+    assert letter.adf_step == "shape" and letter.adf_record == (1,)  # type: ignore[attr-defined]
+    assert "record [1] input written to dead letters" in letter.getMessage()

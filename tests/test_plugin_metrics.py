@@ -169,3 +169,23 @@ def test_a_second_plugin_on_one_registry_and_namespace_says_what_to_do() -> None
     # another namespace, or another registry, is fine
     MetricsPlugin(registry=registry, namespace="other")
     MetricsPlugin(registry=CollectorRegistry())
+
+
+async def test_dead_letters_are_counted(registry: CollectorRegistry, tmp_path: Any) -> None:
+    from asyncdataflow.plugins import files
+
+    async def records() -> Any:
+        for n in range(4):
+            yield {"n": n}
+
+    async def shape(n: int) -> dict[str, Any]:
+        if n >= 2:
+            raise ValueError(n)
+        return {}
+
+    plugin = MetricsPlugin(registry)
+    sink = files.dead_letters(tmp_path / "dead.jsonl")
+    await DataFlow(
+        (records, step(shape, name="shape")), name="dl", plugins=[plugin], dead_letter=sink
+    )()
+    assert value(registry, "asyncdataflow_dead_letters_total", flow="dl", step="shape") == 2

@@ -12,6 +12,14 @@ twice at once (different call arguments, one loop) and every run is compared wit
 exception), the steps that ran and the arguments each one got, and, when an observer
 plugin is attached, the steps reported as not taken.
 
+Some sequential blocks hold a source (an async, sync or inline generator step, drawn with a
+window of 1 to 4 and 0 to 4 records, sometimes failing or yielding a non-dict part way):
+the model runs the rest of the block once per record (SPEC 10). A source in the flow's own
+tuple is followed by a tally step that counts the records that finished, so the source
+itself checks, every time it is advanced, that the records taken and not yet finished
+never exceed its window; and one run of each such flow goes through ``flow.stream()``,
+whose outputs are compared with the model's, record by record.
+
 About half the steps declare their outputs (``step(..., outputs=...)`` or a ``TypedDict``
 return annotation, sometimes with a key they never return), so the wiring check of SPEC 11
 runs on every flow. When it refuses one, no step it names may be taken by the model, for
@@ -26,6 +34,8 @@ import functools
 import inspect
 import itertools
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -66,14 +76,19 @@ class StepSpec:
     outputs: tuple[tuple[str, int, str | None], ...]  # (key, constant, added argument)
     ret: str  # "dict" | "none" | "raise" | "bad"
     options: bool  # wrapped in asyncdataflow.step(..., timeout=...)
+    #: a source: how many records it yields (then it fails there if ret says so)
+    records: int | None = None
+    window: int = 1
+    root: bool = False  # a source in the flow's own tuple: checks its window
+    tally: bool = False  # counts finished records and passes its input on
     declare: str = "no"  # "no" | "step" (step(outputs=)) | "typeddict" (return annotation)
     extra: tuple[str, ...] = ()  # declared keys it never returns
 
     def declared(self) -> tuple[str, ...]:
         return tuple(k for k, _, _ in self.outputs) + self.extra
 
-    def output(self, args: dict[str, int]) -> dict[str, int]:
-        return {k: (c + (args[p] if p is not None else 0)) % 3 for k, c, p in self.outputs}
+    def output(self, args: dict[str, int], record: int = 0) -> dict[str, int]:
+        return {k: (c + record + (args[p] if p is not None else 0)) % 3 for k, c, p in self.outputs}
 
 
 @dataclass(eq=False)
@@ -102,15 +117,24 @@ class Record:
     on_loop: dict[int, bool] = field(default_factory=dict)
     returned: list[tuple[dict[str, int], dict[str, int]]] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    taken: int = 0  # records the root source yielded
+    tallied: int = 0  # records that reached the tally step
+    most_in_flight: int = 0
 
 
 RECORD: contextvars.ContextVar[Record] = contextvars.ContextVar("RECORD")
+
+
+MISSING = -1  # the tally's default: the key was not in its input
 
 
 def behave(spec: StepSpec, args: dict[str, int]) -> Any:
     rec = RECORD.get()  # a sync step sees it only if the context reached its thread
     rec.calls.append((spec.id, tuple(sorted(args.items()))))
     rec.on_loop[spec.id] = threading.current_thread() is threading.main_thread()
+    if spec.tally:
+        rec.tallied += 1
+        return {k: v for k, v in args.items() if v != MISSING}
     if spec.ret == "raise":
         raise StepFailed(spec.id)
     if spec.ret == "bad":
@@ -120,6 +144,26 @@ def behave(spec: StepSpec, args: dict[str, int]) -> Any:
     out = spec.output(args)
     rec.returned.append((out, dict(out)))
     return out
+
+
+def produce(spec: StepSpec, args: dict[str, int]) -> Iterator[Any]:
+    """What a source yields: ``spec.records`` outputs, then perhaps a failure."""
+    rec = RECORD.get()
+    rec.calls.append((spec.id, tuple(sorted(args.items()))))
+    rec.on_loop[spec.id] = threading.current_thread() is threading.main_thread()
+    assert spec.records is not None
+    for index in range(spec.records + 1):
+        if spec.root:  # advanced only while the window has room
+            rec.most_in_flight = max(rec.most_in_flight, rec.taken - rec.tallied + 1)
+        if index == spec.records:
+            if spec.ret == "raise":
+                raise StepFailed(spec.id)
+            if spec.ret == "bad":
+                yield [spec.id]
+            return
+        if spec.root:
+            rec.taken += 1
+        yield None if spec.ret == "none" else spec.output(args, index)
 
 
 class SyncStep:
@@ -163,7 +207,14 @@ def build_step(spec: StepSpec) -> Any:
         body = "{" + ", ".join(f"{n!r}: {own(n)}" for n in names) + "}"
         prefix = "async " if spec.kind == "async" else ""
         src = f"{prefix}def step_{spec.id}({sig_src}):\n    return BEHAVE(SPEC, {body})\n"
-        ns: dict[str, Any] = {"BEHAVE": behave, "SPEC": spec}
+        if spec.records is not None and spec.kind == "async":
+            src = (
+                f"async def step_{spec.id}({sig_src}):\n"
+                f"    for item in PRODUCE(SPEC, {body}):\n        yield item\n"
+            )
+        elif spec.records is not None:
+            src = f"def step_{spec.id}({sig_src}):\n    yield from PRODUCE(SPEC, {body})\n"
+        ns: dict[str, Any] = {"BEHAVE": behave, "PRODUCE": produce, "SPEC": spec}
         exec(src, ns)
         func = ns[f"step_{spec.id}"]
         if spec.kind == "inline":
@@ -179,6 +230,8 @@ def build_step(spec: StepSpec) -> Any:
         func = asyncdataflow.step(func, outputs=spec.declared())
     if spec.options:
         func = asyncdataflow.step(func, name=f"step_{spec.id}", timeout=60)
+    if spec.records is not None:
+        func = asyncdataflow.step(func, window=spec.window)
     return func
 
 
@@ -224,9 +277,14 @@ class Model:
         self.visibility = visibility
         self.init = dict(kwargs)
         self.calls: list[tuple[int, tuple[tuple[str, int], ...]]] = []
+        #: what flow.stream() yields: every record's output of the root source, or the result
+        self.emitted: list[dict[str, int]] | None = None
 
     def run(self, root: Seq) -> dict[str, int]:
-        return self.seq(root, dict(self.init), root=True)
+        result = self.seq(root, dict(self.init), root=True)
+        if self.emitted is None:
+            self.emitted = [result]
+        return result
 
     def taken(self, node: Any, d: dict[str, int]) -> bool:
         if isinstance(node, StepSpec):  # SPEC 4: all required arguments present
@@ -235,12 +293,18 @@ class Model:
             return self.taken(node.items[0], d)
         return any(self.taken(b, d) for b in node.branches)  # any branch
 
-    def call(self, spec: StepSpec, d: dict[str, int]) -> dict[str, int]:
+    def args(self, spec: StepSpec, d: dict[str, int]) -> dict[str, int]:
         # SPEC 2: an argument takes the input's value when present, else its default
         args = {n: d[n] for n, _ in spec.params if n in d}
         args.update((n, dflt) for n, dflt in spec.params if n not in d and dflt is not REQUIRED)
         args.update(spec.bound)  # SPEC 2: partial-bound values are never overridden
         self.calls.append((spec.id, tuple(sorted(args.items()))))
+        return args
+
+    def call(self, spec: StepSpec, d: dict[str, int]) -> dict[str, int]:
+        args = self.args(spec, d)
+        if spec.tally:
+            return {k: v for k, v in args.items() if v != MISSING}
         if spec.ret == "raise":
             raise ModelError({("step", spec.id)})
         if spec.ret == "bad":
@@ -263,18 +327,57 @@ class Model:
             return self.merge(self.init, r)
         return self.merge(d, r)
 
-    def seq(self, block: Seq, d: dict[str, int], root: bool) -> dict[str, int]:
-        for i, item in enumerate(block.items):
+    def seq(self, block: Seq, d: dict[str, int], root: bool, start: int = 0) -> dict[str, int]:
+        for i in range(start, len(block.items)):
+            item = block.items[i]
             if not self.taken(item, d):
                 assert root or i > 0, "a branch runs only when its guard is taken"
                 if i == 0 or isinstance(item, Par):
                     raise ModelError({DataFlowRoutingError})
                 continue  # a later function step is passed over; d flows on
+            if isinstance(item, StepSpec) and item.records is not None:
+                return self.stream(item, block, i + 1, d, root)
             if isinstance(item, StepSpec):
                 d = self.combine(d, self.call(item, d))
             else:
                 d = self.par(item, d)
         return d
+
+    def stream(
+        self, spec: StepSpec, block: Seq, rest: int, d: dict[str, int], root: bool
+    ) -> dict[str, int]:
+        """SPEC 10: the rest of the block once per record, in order; the last output."""
+        args = self.args(spec, d)
+        assert spec.records is not None
+        outputs = [{} if spec.ret == "none" else spec.output(args, j) for j in range(spec.records)]
+        fails = {"raise": {("step", spec.id)}, "bad": {DataFlowFunctionResultError}}
+        source_error = fails.get(spec.ret)
+
+        def record(j: int) -> dict[str, int]:
+            return self.seq(block, self.combine(d, outputs[j]), False, rest)
+
+        if root:
+            self.emitted = []
+        out = d
+        for j in range(spec.records):
+            try:
+                out = record(j)
+            except ModelError as error:
+                # the records after it in the window may fail first, or the source
+                outcomes = set(error.outcomes)
+                for later in range(j + 1, min(j + spec.window, spec.records)):
+                    try:
+                        record(later)
+                    except ModelError as other:
+                        outcomes |= other.outcomes
+                if source_error and spec.records <= j + spec.window - 1:
+                    outcomes |= source_error
+                raise ModelError(outcomes) from None
+            if root and self.emitted is not None:
+                self.emitted.append(out)
+        if source_error:
+            raise ModelError(source_error)
+        return out
 
     def par(self, block: Par, d: dict[str, int]) -> dict[str, int]:
         outs: list[dict[str, int]] = []
@@ -361,10 +464,11 @@ def check_refusal(
 # -- the strategies ----------------------------------------------------------------------
 
 
-def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
+def draw_step(draw: st.DrawFn, counter: list[int], is_source: bool = False) -> StepSpec:
     counter[0] += 1
     kind = draw(st.sampled_from(["async", "sync", "inline"]))
-    form = draw(st.sampled_from(["def", "def", "partial", "mapper", "object"]))
+    forms = ["def", "def", "partial", "mapper"] + ([] if is_source else ["object"])
+    form = draw(st.sampled_from(forms))
     names = draw(st.lists(st.sampled_from(KEYS), max_size=3, unique=True))
     params = tuple((n, REQUIRED if draw(st.integers(0, 2)) else draw(VALUES)) for n in names)
     bound: tuple[tuple[str, int], ...] = ()
@@ -399,6 +503,8 @@ def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
         outputs=outputs,
         ret=ret,
         options=draw(st.integers(0, 9)) == 0,
+        records=draw(st.integers(0, 4)) if is_source else None,
+        window=draw(st.integers(1, 4)) if is_source else 1,
         declare=declare,
         extra=extra,
     )
@@ -406,11 +512,25 @@ def draw_step(draw: st.DrawFn, counter: list[int]) -> StepSpec:
 
 def draw_seq(draw: st.DrawFn, depth: int, counter: list[int]) -> Seq:
     items: list[Any] = []
-    for _ in range(draw(st.integers(1, 4 if depth == 1 else 3))):
-        if depth < MAX_DEPTH and draw(st.integers(0, 2)) == 0:
+    length = draw(st.integers(1, 4 if depth == 1 else 3))
+    # one source in a block at most (a flat map is a second source in a record)
+    source_at = draw(st.integers(0, 3 * length - 1))
+    for i in range(length):
+        if i == source_at:
+            items.append(draw_step(draw, counter, is_source=True))
+        elif depth < MAX_DEPTH and draw(st.integers(0, 2)) == 0:
             items.append(draw_par(draw, depth + 1, counter))
         else:
             items.append(draw_step(draw, counter))
+    if depth == 1 and any(isinstance(s, StepSpec) and s.records is not None for s in items):
+        for spec in items:
+            if isinstance(spec, StepSpec) and spec.records is not None:
+                spec.root = True
+        counter[0] += 1
+        keys = tuple((k, MISSING) for k in KEYS)
+        tally = StepSpec(counter[0], "inline", "def", False, keys, (), (), "dict", False)
+        tally.tally = True
+        items.append(tally)
     return Seq(items)
 
 
@@ -450,17 +570,22 @@ def outcome_of(error: BaseException) -> Any:
     return error  # anything else never matches an expected outcome
 
 
-async def run_one(flow: DataFlow, kwargs: dict[str, int]) -> tuple[Any, Record]:
+async def run_one(flow: DataFlow, kwargs: dict[str, int], stream: bool) -> tuple[Any, Record]:
     record = Record()
     RECORD.set(record)  # this task's own context: concurrent runs never share it
     try:
+        if stream:
+            return [out async for out in flow.stream(**kwargs)], record
         return await flow(**kwargs), record
     except Exception as error:
         return error, record
 
 
-async def run_all(flow: DataFlow, calls: list[dict[str, int]]) -> list[tuple[Any, Record]]:
-    return await asyncio.gather(*(run_one(flow, kw) for kw in calls))
+async def run_all(
+    flow: DataFlow, calls: list[dict[str, int]], streamed: bool
+) -> list[tuple[Any, Record]]:
+    runs = (run_one(flow, kw, streamed and i == 1) for i, kw in enumerate(calls))
+    return await asyncio.gather(*runs)
 
 
 @given(flows())
@@ -483,9 +608,12 @@ def test_executor_agrees_with_the_model(case: tuple[Seq, str, bool, list[dict[st
         check_refusal(error, root, visibility, calls)
         return
     note(f"definition: {definition!r}\nvisibility={visibility}\n{flow.source}")
-    outcomes = asyncio.run(run_all(flow, calls))
+    sources = [s for s in specs.values() if s.records is not None]
+    roots = [s for s in sources if s.root]
+    outcomes = asyncio.run(run_all(flow, calls, streamed=bool(roots)))
 
-    for kwargs, (got, record) in zip(calls, outcomes, strict=True):
+    for i, (kwargs, (got, record)) in enumerate(zip(calls, outcomes, strict=True)):
+        streamed = bool(roots) and i == 1
         model = Model(visibility, kwargs)
         note(f"kwargs={kwargs} got={got!r} calls={record.calls}")
         try:
@@ -500,13 +628,20 @@ def test_executor_agrees_with_the_model(case: tuple[Seq, str, bool, list[dict[st
             assert ran <= set(model.calls), "a step ran that the model never reaches"
         else:
             event(f"{visibility}: result, {min(len(model.calls), 6)}+ steps ran")
+            if sources:
+                event(f"sources: {len(sources)}, streamed={streamed}")
             assert not isinstance(got, BaseException), f"raised {got!r}, expected {expected}"
-            assert got == expected
+            assert got == (model.emitted if streamed else expected)
             assert sorted(record.calls) == sorted(model.calls)
-            if observed:  # SPEC 4: every step that was not taken is reported, once
+            if observed and not sources:  # SPEC 4: every step not taken is reported, once
                 ran_ids = {i for i, _ in record.calls}
                 assert sorted(record.skipped) == sorted(set(specs) - ran_ids)
-        assert len({i for i, _ in record.calls}) == len(record.calls), "a step ran twice"
+        if roots:  # SPEC 10: records taken and not yet finished never exceed the window
+            assert record.most_in_flight <= roots[0].window, (record.most_in_flight, roots)
+        if sources:  # a step after a source runs once per record, never more
+            assert Counter(record.calls) <= Counter(model.calls) or not isinstance(got, dict)
+        else:
+            assert len({i for i, _ in record.calls}) == len(record.calls), "a step ran twice"
         for step_id, on_loop in record.on_loop.items():  # SPEC 6: sync steps off the loop
             assert on_loop == (specs[step_id].kind != "sync"), specs[step_id]
         for returned, snapshot in record.returned:  # SPEC 2: returned dicts untouched

@@ -4,6 +4,7 @@ placeholders, and one aiomysql pool per step object and event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import keyword
 import re
 from collections.abc import AsyncIterator
@@ -24,6 +25,31 @@ from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import PackDefinitionError, StepArgumentError
 from .._vocab import USERINFO_HINT, unencoded_userinfo, without_userinfo
+
+#: aiomysql internals the pack relies on (pyproject bounds aiomysql to the series that
+#: has them): Pool._wakeup, to wake a task waiting for a slot after a broken connection
+#: is released; Cursor._show_warnings, overridden so INSERT IGNORE does not warn per row
+PRIVATE_NAMES = (("Pool", "_wakeup"), ("Cursor", "_show_warnings"))
+
+
+def check_aiomysql(module: Any = aiomysql) -> None:
+    """Fail loudly, at import, when this aiomysql lacks a private name the pack uses."""
+    missing = [
+        f"aiomysql.{owner}.{name}"
+        for owner, name in PRIVATE_NAMES
+        if not hasattr(getattr(module, owner, None), name)
+    ]
+    if missing:
+        version = getattr(module, "__version__", "?")
+        raise ImportError(
+            f"asyncdataflow.plugins.mysql relies on {', '.join(missing)}, which aiomysql "
+            f"{version} does not have; install a release it supports: "
+            f'pip install "aiomysql>=0.2,<0.4"'
+        )
+
+
+check_aiomysql()
+
 
 #: A name MySQL could take unquoted, and nothing else: it is then backtick-quoted.
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}")
@@ -165,6 +191,54 @@ def is_server_error(error: BaseException) -> bool:
     return code not in _CONNECTION_ENDED
 
 
+#: Seconds the clean-up after a cancelled call may take to reach the server.
+KILL_TIMEOUT = 5.0
+_UNKNOWN_THREAD = 1094
+
+
+def _thread_id(conn: Any) -> int | None:
+    try:
+        return int(conn.thread_id())
+    except Exception:
+        return None
+
+
+async def _end_on_server(pool: Any, thread_id: int) -> None:
+    """End what the server still runs for a connection this side gave up on (a call
+    cancelled or timed out while a statement waited for a row lock, say): closing the
+    socket is not enough, since the server does not read it while the statement waits.
+    ``KILL <id>`` from another connection ends the statement and the connection, which
+    rolls back its transaction and releases its locks."""
+    kwargs = getattr(pool, "_conn_kwargs", None)
+    if not kwargs:
+        return
+    try:
+        async with asyncio.timeout(KILL_TIMEOUT):
+            killer = await aiomysql.connect(**{**kwargs, "autocommit": True})
+            try:
+                async with killer.cursor() as cur:
+                    await cur.execute(f"KILL {int(thread_id)}")
+            finally:
+                await killer.ensure_closed()
+    except pymysql.err.MySQLError as error:
+        if error.args and error.args[0] == _UNKNOWN_THREAD:
+            return  # the server had ended it already
+    except (OSError, TimeoutError):
+        return  # the server cannot be reached: it ends the connection on its own
+
+
+async def _shielded(coro: Any) -> None:
+    """Run ``coro`` to its end even if the caller is cancelled again meanwhile."""
+    task = asyncio.ensure_future(coro)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(task)
+
+
+_cleanups: set[asyncio.Future[None]] = set()
+
+
 async def give_back(pool: Any, conn: Any) -> None:
     """Return ``conn`` to ``pool`` (a closed one frees its slot)."""
     closed = conn.closed
@@ -172,9 +246,7 @@ async def give_back(pool: Any, conn: Any) -> None:
     if closed:
         # aiomysql's release() of a closed connection frees its slot without
         # waking a task waiting for one (maxsize reached); wake it here.
-        wakeup = getattr(pool, "_wakeup", None)
-        if wakeup is not None:
-            await wakeup()
+        await pool._wakeup()  # checked at import (check_aiomysql)
 
 
 class MySQLStep(PicklesAsConfig):
@@ -239,7 +311,10 @@ class MySQLStep(PicklesAsConfig):
                 except Exception:
                     healthy = False
             if not healthy:
+                thread_id = _thread_id(conn)
                 conn.close()
+                if thread_id is not None:
+                    await _shielded(_end_on_server(pool, thread_id))
             raise
         finally:
             await give_back(pool, conn)
