@@ -103,12 +103,13 @@ def tasks_of(name: str, dask_scheduler: Any) -> list[str]:
     return [str(k) for k in dask_scheduler.tasks if f"asyncdataflow.map-{name}-" in str(k)]
 
 
-async def until_forgotten(client: Any, name: str, timeout: float = 30.0) -> list[str]:
+async def until_forgotten(client: Any, name: str, within: float = 30.0) -> list[str]:
     """Wait until the scheduler holds no task of the maps of ``name`` (a cancel is a
-    message the scheduler handles a moment later), or ``timeout`` passes; what it holds."""
+    message the scheduler handles a moment later), or ``within`` seconds pass; what it
+    holds. The scheduler is another process: its state is polled, there is no event."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (held := await client.run_on_scheduler(tasks_of, name)) and loop.time() < deadline:
+    deadline = loop.time() + within
+    while (held := await client.run_on_scheduler(tasks_of, name)) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     return held
 
@@ -301,13 +302,18 @@ async def test_the_first_failure_is_raised_after_the_results_before_it(client: A
     inputs = ({"x": i, "bad": 137} for i in range(1000))
     got: list[Any] = []
     held_while_running: list[str] = []
-    with pytest.raises(KeyError, match="input 137 is bad") as caught:
+
+    async def consume() -> None:
+        nonlocal held_while_running
         async for r in asyncdataflow.dask.map(
             flow, inputs, client=client, concurrency=4, chunk_size=50, max_pending=4
         ):
             if not got:
                 held_while_running = await client.run_on_scheduler(tasks_of, "fails-at-137")
             got.append(r)
+
+    with pytest.raises(KeyError, match="input 137 is bad") as caught:
+        await consume()
     assert got == [{"y": i} for i in range(137)]
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "raised on worker tcp://" in notes
@@ -329,7 +335,8 @@ async def test_return_exceptions_yields_each_failure_in_its_place(client: Any) -
     assert len(remote) == 95
     for i, r in enumerate(remote):
         if i % 10 == 3:
-            assert isinstance(r, KeyError) and f"input {i} is bad" in str(r)
+            assert isinstance(r, KeyError)
+            assert f"input {i} is bad" in str(r)
         else:
             assert r == {"y": i}
 
@@ -443,8 +450,10 @@ async def test_an_unpicklable_flow_is_refused_before_anything_is_submitted(
         if isinstance(bad, HoldsASocket):
             bad.sock.close()
     message = str(caught.value)
-    assert "'holder'" in message and "definition[1][0]" in message
-    assert "cannot be pickled" in message and what in message
+    assert "'holder'" in message
+    assert "definition[1][0]" in message
+    assert "cannot be pickled" in message
+    assert what in message
     assert pulled == []  # no input read, so no chunk could have been submitted
 
 
