@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _peak_rss import PEAK_RSS
 
 from asyncdataflow.plugins import files
 from asyncdataflow.plugins.files import FilesArgumentError
@@ -157,9 +158,9 @@ def test_bad_chunk_options_are_refused_when_the_step_is_built(fmt, size, match):
         files.reader("x", format=fmt, chunk_size=size)
 
 
-CHILD = textwrap.dedent(
+CHILD = PEAK_RSS + textwrap.dedent(
     """
-    import asyncio, resource, sys
+    import asyncio, sys
     from asyncdataflow.plugins import files
 
     def transform(data):
@@ -174,15 +175,6 @@ CHILD = textwrap.dedent(
             await writer(**out)
             count += len(out["data"])
         print(count, peak_rss())
-
-    def peak_rss():
-        # VmHWM is this program's own peak: ru_maxrss keeps the peak of the process
-        # image before exec, here the test run that started us (hundreds of MiB)
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """

@@ -15,6 +15,7 @@ from typing import Any
 import aiomysql
 import pytest
 from _mysql_server import NOWHERE, Tables, one_connection_pool, sql
+from _peak_rss import PEAK_RSS
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.plugins import mysql
@@ -146,7 +147,7 @@ async def test_a_failing_query_raises_and_leaves_the_connection_usable(
         await pool.wait_closed()
 
 
-CHILD = textwrap.dedent(
+CHILD = PEAK_RSS + textwrap.dedent(
     """
     import asyncio, sys
     from asyncdataflow.plugins import mysql
@@ -161,11 +162,7 @@ CHILD = textwrap.dedent(
         finally:
             await reader.aclose()
             await writer.aclose()
-        # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's RSS at fork
-        # across exec, so a big pytest process (say, after a Dask cluster) would fail this
-        with open("/proc/self/status") as status:
-            hwm = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-        print(count, hwm * 1024)
+        print(count, peak_rss())
 
     asyncio.run(main(*sys.argv[1:]))
     """
