@@ -183,7 +183,7 @@ class SourceRunner:
         # a record whose step fails for good into a dead-letter sink is dropped
         self.letters = any(s.dead_letter is not None for s in flow.steps)
         # the flow's checkpoint, when this is the source it tracks
-        ckpt = getattr(flow, "checkpoint", None)
+        ckpt = getattr(flow, "_checkpoint", None)
         self.ckpt = ckpt if ckpt is not None and ckpt.path == info.path else None
 
     # -- pieces -----------------------------------------------------------------------

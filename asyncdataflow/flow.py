@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 import weakref
@@ -117,7 +118,8 @@ class DataFlow:
         if wiring_error is not None:
             raise wiring_error
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
-        self.checkpoint = None if checkpoint is None else Checkpoint(self, checkpoint, name)
+        self.checkpoint = checkpoint
+        self._checkpoint = None if checkpoint is None else Checkpoint(self, checkpoint, name)
         # running infinity loops, registered when called (so stop() right after
         # create_task reaches them) and forgotten with their coroutine
         self._loops: weakref.WeakSet[_LoopState] = weakref.WeakSet()
@@ -385,7 +387,7 @@ class DataFlow:
                 if close is not None and callable(close) and id(obj) not in seen:
                     seen[id(obj)] = obj
         if self.checkpoint is not None:
-            seen.setdefault(id(self.checkpoint.store), self.checkpoint.store)
+            seen.setdefault(id(self.checkpoint), self.checkpoint)
         return list(seen.values())
 
     async def aclose(self) -> None:
@@ -418,6 +420,21 @@ class DataFlow:
             await self.aclose()
         except Exception:
             logger.exception("asyncdataflow: closing flow %r failed", self.name)
+
+    # -- pickling -------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A flow pickles as its definition and options and is compiled again where it is
+        unpickled (a Dask worker, a process pool); generated code is never pickled. Every
+        keyword of ``DataFlow(...)`` is an attribute of the same name."""
+        if self.executor is not None:
+            raise TypeError(
+                f"flow {self.name!r} has executor={self.executor!r}: an executor belongs to "
+                "the process that made it and cannot be pickled; build the flow without "
+                "executor= (sync steps then run in the default thread pool where it runs)"
+            )
+        options = {name: getattr(self, name) for name in _OPTIONS}
+        return (_unpickle, (type(self), self.definition, options))
 
     # -- looking at it --------------------------------------------------------------
 
@@ -452,3 +469,17 @@ class DataFlow:
             yield node
             if isinstance(node, Block):
                 stack.extend(reversed(node.items))
+
+
+#: the keyword options of ``DataFlow(...)``: what a pickled flow carries besides its definition
+_OPTIONS = tuple(
+    name
+    for name, param in inspect.signature(DataFlow.__init__).parameters.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def _unpickle(
+    cls: type[DataFlow], definition: tuple[Any, ...], options: dict[str, Any]
+) -> DataFlow:
+    return cls(definition, **options)

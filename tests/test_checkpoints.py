@@ -108,7 +108,8 @@ async def test_a_record_without_a_position_commits_nothing() -> None:
 
 async def test_record_is_a_dict_and_positions_are_ignored_without_a_checkpoint() -> None:
     record = Record({"a": 1}, position=5)
-    assert record == {"a": 1} and record.position == 5
+    assert record == {"a": 1}
+    assert record.position == 5
     assert Record().position is None
 
     async def src() -> Any:

@@ -10,7 +10,7 @@ import os
 import secrets
 import stat
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 try:
@@ -22,6 +22,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
         'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
     ) from error
 
+from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.durable import Record, resume_position
 
 from .._errors import StepArgumentError
@@ -74,7 +75,7 @@ def _check_encoding(owner: str, encoding: Any) -> None:
         ) from None
 
 
-class _FileStep:
+class _FileStep(PicklesAsConfig):
     """What the reader and the writer share: the path (template) and ``base_dir``."""
 
     _kind = ""
@@ -329,7 +330,7 @@ class Writer(_FileStep):
             raise
         return opened.path
 
-    async def _cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _cleanup(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` to its end even if this call is cancelled (again) meanwhile."""
         task = asyncio.ensure_future(coro)
         self._cleanups.add(task)
@@ -393,7 +394,7 @@ class Writer(_FileStep):
             payload = [b"".join(await self._encode(data, path, header))]
         if size:
             bom = byte_order_mark(self.encoding)
-            if bom and payload[0].startswith(bom):  # a BOM starts a file, not a batch
+            if bom and bytes(payload[0][: len(bom)]) == bom:  # a BOM starts a file only
                 payload = [payload[0][len(bom) :]]
             # A file another program left without a final line end: start a new line
             # rather than glue the first record onto its last.
