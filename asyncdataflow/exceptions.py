@@ -16,6 +16,7 @@ __all__ = [
     "DataFlowFunctionResultError",
     "DataFlowMergeResultError",
     "DataFlowNotCallableError",
+    "DataFlowNotPicklableError",
     "DataFlowNotTupleError",
     "DataFlowRoutingError",
     "DataFlowRunError",
@@ -46,6 +47,11 @@ class DataFlowNotCallableError(DataFlowDefinitionError, TypeError):
 
 class DataFlowFunctionArgsError(DataFlowDefinitionError, TypeError):
     """A step with ``*args``, ``**kwargs`` or positional-only parameters."""
+
+
+class DataFlowNotPicklableError(DataFlowDefinitionError, TypeError):
+    """A flow cannot be sent to other processes (``asyncdataflow.dask.map``): a step, an
+    option or a plugin cannot be pickled. Raised before anything is sent."""
 
 
 class DataFlowRunError(DataFlowError):

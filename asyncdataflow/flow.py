@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 import weakref
@@ -411,6 +412,21 @@ class DataFlow:
         except Exception:
             logger.exception("asyncdataflow: closing flow %r failed", self.name)
 
+    # -- pickling -------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """A flow pickles as its definition and options and is compiled again where it is
+        unpickled (a Dask worker, a process pool); generated code is never pickled. Every
+        keyword of ``DataFlow(...)`` is an attribute of the same name."""
+        if self.executor is not None:
+            raise TypeError(
+                f"flow {self.name!r} has executor={self.executor!r}: an executor belongs to "
+                "the process that made it and cannot be pickled; build the flow without "
+                "executor= (sync steps then run in the default thread pool where it runs)"
+            )
+        options = {name: getattr(self, name) for name in _OPTIONS}
+        return (_unpickle, (type(self), self.definition, options))
+
     # -- looking at it --------------------------------------------------------------
 
     def __repr__(self) -> str:
@@ -444,3 +460,17 @@ class DataFlow:
             yield node
             if isinstance(node, Block):
                 stack.extend(reversed(node.items))
+
+
+#: the keyword options of ``DataFlow(...)``: what a pickled flow carries besides its definition
+_OPTIONS = tuple(
+    name
+    for name, param in inspect.signature(DataFlow.__init__).parameters.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def _unpickle(
+    cls: type[DataFlow], definition: tuple[Any, ...], options: dict[str, Any]
+) -> DataFlow:
+    return cls(definition, **options)

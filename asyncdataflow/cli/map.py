@@ -49,6 +49,20 @@ def register(commands: Commands) -> None:
         metavar="N",
         help="at most N runs at a time (default 10)",
     )
+    map_.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the map on a Dask cluster: a scheduler address (tcp://host:8786) or "
+        "local:N to start N local worker processes; the flow's module must be importable "
+        "on the workers",
+    )
+    map_.add_argument(
+        "--chunk-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="with --dask: inputs per Dask task (default 100); --concurrency is per chunk",
+    )
     map_.add_argument("--output", metavar="FILE.jsonl", help="results (default: stdout)")
     map_.add_argument("--errors", metavar="FILE.jsonl", help="failures (default: stderr)")
     map_.add_argument(
@@ -189,6 +203,8 @@ async def _map(args: argparse.Namespace) -> int:
     flow = load_flow(args.target)
     if flow.infinity_loop:
         raise UsageError(f"{args.target} is an infinity loop; map needs runs that finish")
+    if args.dask:
+        _check_for_dask(flow, args)
     _refuse_overwriting_the_input(args)
     if args.journal and not args.output:
         raise UsageError("--journal needs --output FILE: a resumed map appends to that file")
@@ -264,27 +280,31 @@ async def _run_all(
     async def consume() -> None:
         progress = writer.progress
         progress.draw(force=True)
-        if args.journal:
-            out = writer.out
+        async with contextlib.AsyncExitStack() as cluster:
+            results: AsyncIterator[Any]
+            if args.dask:
+                results = await _on_dask(flow, inputs(), args, cluster)
+            elif args.journal:
+                out = writer.out
 
-            def written() -> dict[str, int]:
-                out.flush()  # the journal says how far --output got: it must be there
-                return {"o": out.tell()}
+                def written() -> dict[str, int]:
+                    out.flush()  # the journal says how far --output got: it must be there
+                    return {"o": out.tell()}
 
-            results: AsyncIterator[Any] = journaled_map(
-                flow, inputs(), args.concurrency, True, args.journal, extra=written
-            )
-        else:
-            results = flow.map(inputs(), concurrency=args.concurrency, return_exceptions=True)
-        async with contextlib.aclosing(results):  # type: ignore[type-var]
-            async for outcome in results:
-                skip_bad_lines()
-                number, value, _ = lines.popleft()
-                if isinstance(outcome, BaseException):
-                    writer.failure(number, value, outcome)
-                else:
-                    writer.result(number, value, outcome)
-                progress.draw()
+                results = journaled_map(
+                    flow, inputs(), args.concurrency, True, args.journal, extra=written
+                )
+            else:
+                results = flow.map(inputs(), concurrency=args.concurrency, return_exceptions=True)
+            async with contextlib.aclosing(results):  # type: ignore[type-var]
+                async for outcome in results:
+                    skip_bad_lines()
+                    number, value, _ = lines.popleft()
+                    if isinstance(outcome, BaseException):
+                        writer.failure(number, value, outcome)
+                    else:
+                        writer.result(number, value, outcome)
+                    progress.draw()
         skip_bad_lines()
 
     task = loop.create_task(consume())
@@ -308,3 +328,47 @@ async def _run_all(
             name = signal.Signals(received[-1]).name
             print(f"{PROG} map: {name}: runs in flight cancelled", file=sys.stderr)
     return 128 + received[-1] if received else 0
+
+
+def _check_for_dask(flow: DataFlow, args: argparse.Namespace) -> None:
+    """Refuse ``--dask`` before a cluster is started: no distributed, a bad
+    ``--chunk-size``, a flow that cannot be sent to the workers."""
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size {args.chunk_size}: must be >= 1")
+    if args.journal:
+        raise UsageError("--journal and --dask do not go together yet: choose one")
+    # read by distributed when imported, here and in the workers of a local cluster: its
+    # INFO lines would mix into the progress line and the failures on stderr
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    try:
+        from .. import dask
+    except ImportError:
+        raise UsageError('--dask needs distributed: pip install "asyncdataflow[dask]"') from None
+    from ..exceptions import DataFlowNotPicklableError
+
+    try:
+        dask.dumps_flow(flow)
+    except DataFlowNotPicklableError as error:
+        raise UsageError(str(error)) from None
+
+
+async def _on_dask(
+    flow: DataFlow,
+    inputs: AsyncIterator[dict[str, Any]],
+    args: argparse.Namespace,
+    cluster: contextlib.AsyncExitStack,
+) -> AsyncIterator[Any]:
+    """``asyncdataflow.dask.map`` over ``inputs`` on the cluster of ``--dask`` (a local
+    one is started here and closed with ``cluster``)."""
+    from .. import dask
+    from .cluster import open_client
+
+    client = await open_client(args.dask, cluster)
+    return dask.map(
+        flow,
+        inputs,
+        client=client,
+        concurrency=args.concurrency,
+        chunk_size=args.chunk_size,
+        return_exceptions=True,
+    )

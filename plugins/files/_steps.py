@@ -22,6 +22,8 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
         'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
     ) from error
 
+from asyncdataflow._pickling import PicklesAsConfig
+
 from .._errors import StepArgumentError
 from .._vocab import DATA, check_key, declare_outputs
 from ._chunks import CHUNK_FORMATS, read_chunks
@@ -72,7 +74,7 @@ def _check_encoding(owner: str, encoding: Any) -> None:
         ) from None
 
 
-class _FileStep:
+class _FileStep(PicklesAsConfig):
     """What the reader and the writer share: the path (template) and ``base_dir``."""
 
     _kind = ""

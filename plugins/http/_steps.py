@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
+from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 try:
@@ -159,7 +160,7 @@ def _check_status(response: aiohttp.ClientResponse) -> None:
     )
 
 
-class _HttpStep:
+class _HttpStep(PicklesAsConfig):
     """What reader and writer share: URL (fixed, template or ``url`` parameter),
     headers, auth, timeout, the session, and ``aclose()``."""
 

@@ -20,6 +20,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'asyncdataflow.plugins.mysql needs aiomysql and PyMySQL: pip install "asyncdataflow[mysql]"'
     ) from error
 
+from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import PackDefinitionError, StepArgumentError
@@ -248,7 +249,7 @@ async def give_back(pool: Any, conn: Any) -> None:
         await pool._wakeup()  # checked at import (check_aiomysql)
 
 
-class MySQLStep:
+class MySQLStep(PicklesAsConfig):
     """Base of the MySQL steps: owns one pool per event loop unless given a pool."""
 
     _kind = "mysql"
