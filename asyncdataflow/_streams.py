@@ -284,12 +284,7 @@ class SourceRunner:
                     )  # fmt: skip
                 if delay is None:
                     raise
-                if tell:
-                    tell(
-                        "on_step_retry", flow=flow, run=run, step=info, attempt=attempt,
-                        error=error, delay=delay,
-                    )  # fmt: skip
-                await asyncio.sleep(delay)
+                await self.retries.pause_before_retry(run, attempt, error, delay)
                 attempt += 1
                 continue
             if tell:
