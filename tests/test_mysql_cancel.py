@@ -24,6 +24,11 @@ except ImportError:  # tests/ imported as a package
     )
 
 
+# InnoDB refreshes information_schema.INNODB_TRX only when it has not been read for 0.1 s:
+# polled faster, it never changes. Poll a little slower than that.
+POLL = 0.15
+
+
 def lock_waits(user: str) -> list[int]:
     """The ids of ``user``'s connections whose transaction waits for a lock."""
     waiting = sql(
@@ -44,16 +49,16 @@ async def until_lock_wait(
             if run.done():
                 run.result()  # a call that failed before it could wait: its error
         assert loop.time() < deadline, "the statements never waited for the lock"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL)
 
 
 async def until_no_lock_waits(user: str, timeout: float = 5.0) -> list[Any]:
-    """Wait (information_schema.INNODB_TRX is a snapshot refreshed every 0.1 s) until
+    """Wait (information_schema.INNODB_TRX is a snapshot, see POLL) until
     nothing of ``user`` waits for a lock, or ``timeout`` passes; what still waits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while (waits := lock_waits(user)) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL)
     return waits
 
 
