@@ -85,19 +85,33 @@ class InlineCall(StepCall):
         return self.func(**kw)
 
 
-class ThreadCall(StepCall):
+class _ExecutorCall(StepCall):
+    """A sync step run by an executor: ``_work`` is what the worker calls."""
+
+    __slots__ = ()
+    #: the generated code's spelling of the callable the worker gets, before the step
+    WORK = "_sync"
+
+    def expression(self, func: str, args: str) -> str:
+        sep = ", " if args else ""
+        return f"await _loop().run_in_executor(EXEC, _partial({self.WORK}, {func}{sep}{args}))"
+
+    def _work(self, kw: dict[str, Any]) -> Callable[[], Any]:
+        return functools.partial(call_sync, self.func, **kw)
+
+    async def call(self, kw: dict[str, Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._work(kw))
+
+
+class ThreadCall(_ExecutorCall):
     """A sync step in a worker thread (the loop's default pool or a ThreadPoolExecutor),
     in a copy of the caller's context."""
 
     __slots__ = ()
+    WORK = "_cc().run, _sync"
 
-    def expression(self, func: str, args: str) -> str:
-        sep = ", " if args else ""
-        return f"await _loop().run_in_executor(EXEC, _partial(_cc().run, _sync, {func}{sep}{args}))"
-
-    async def call(self, kw: dict[str, Any]) -> Any:
-        call = functools.partial(contextvars.copy_context().run, call_sync, self.func, **kw)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+    def _work(self, kw: dict[str, Any]) -> Callable[[], Any]:
+        return functools.partial(contextvars.copy_context().run, call_sync, self.func, **kw)
 
     async def call_limited(
         self, kw: dict[str, Any], sem: asyncio.Semaphore, enter: Enter | None = None
@@ -115,18 +129,10 @@ class ThreadCall(StepCall):
             slot.leave()
 
 
-class ProcessCall(StepCall):
+class ProcessCall(_ExecutorCall):
     """A sync step in another executor (a process pool): no context crosses over."""
 
     __slots__ = ()
-
-    def expression(self, func: str, args: str) -> str:
-        sep = ", " if args else ""
-        return f"await _loop().run_in_executor(EXEC, _partial(_sync, {func}{sep}{args}))"
-
-    async def call(self, kw: dict[str, Any]) -> Any:
-        call = functools.partial(call_sync, self.func, **kw)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     async def call_limited(
         self, kw: dict[str, Any], sem: asyncio.Semaphore, enter: Enter | None = None
@@ -136,7 +142,7 @@ class ProcessCall(StepCall):
         loop = asyncio.get_running_loop()
         assert self.executor is not None
         try:  # one callable: the step's own parameters never meet submit()'s
-            cf = self.executor.submit(functools.partial(call_sync, self.func, **kw))
+            cf = self.executor.submit(self._work(kw))
         except BaseException:
             sem.release()
             raise

@@ -11,12 +11,10 @@ The check only ever refuses what no run can take; the rest is left to the run-ti
 
 from __future__ import annotations
 
-import functools
 import inspect
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._compiler import Block, Fn
 from ._names import NEAR_MISS, closest
@@ -243,7 +241,7 @@ class _Analysis:
         out = self.combine(data, out)
         # a step that may be passed over, or a source that may yield nothing, lets its
         # input through
-        return out | data if skippable or _may_pass_through(fn) else out
+        return out | data if skippable or fn.info.source is not None else out
 
     def step(self, fn: Fn, data: _Keys, guard: bool) -> bool:
         info = fn.info
@@ -364,17 +362,6 @@ def _may_see_near_miss(fn: Fn, data: _Keys) -> bool:
     return any(
         closest(n, data.known, exclude=exclude, cutoff=NEAR_MISS) is not None
         for n in fn.info.required
-    )
-
-
-def _may_pass_through(fn: Fn) -> bool:
-    """A generator step (a source) that yields nothing passes its input on."""
-    func: Any = fn.info.func
-    while isinstance(func, functools.partial):
-        func = func.func
-    call = getattr(type(func), "__call__", None)  # noqa: B004 - a callable object
-    return any(
-        inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f) for f in (func, call)
     )
 
 

@@ -8,8 +8,8 @@ Runs with nothing but the package installed (``pip install ".[all]"``):
    endpoints: /users, /products and /orders;
 2. one DataFlow reads the three concurrently (``http.reader``), joins the orders with
    their user and product, and writes the result concurrently
-   - as JSON Lines with ``files.writer`` into ``DIR/orders.jsonl`` (``--out``, default a
-     new temporary directory, which is kept so you can look at the file), and
+   - as JSON Lines with ``files.writer`` into ``DIR/orders.jsonl`` (``--out``, kept; by
+     default a new temporary directory, removed when the demo ends), and
    - into MySQL/MariaDB with ``mysql.writer`` when ``ASYNCDATAFLOW_MYSQL_URL`` (default
      ``mysql://root@127.0.0.1:3306/test``) answers: a uniquely named table is created,
      filled, counted and dropped. Otherwise that part is skipped, with a line saying so;
@@ -213,8 +213,14 @@ async def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="asyncdataflow demo: HTTP -> JSONL/MySQL")
-    parser.add_argument("--out", help="directory for orders.jsonl (default: a new temp dir)")
+    parser.add_argument(
+        "--out", help="directory for orders.jsonl, kept (default: a temporary one, removed)"
+    )
     args = parser.parse_args()
-    out = args.out or tempfile.mkdtemp(prefix="asyncdataflow-demo-")
-    os.makedirs(out, exist_ok=True)
-    asyncio.run(main(out))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        asyncio.run(main(args.out))
+    else:
+        with tempfile.TemporaryDirectory(prefix="asyncdataflow-demo-") as out:
+            asyncio.run(main(out))
+        print("files: the temporary directory was removed; give --out DIR to keep the file")

@@ -776,7 +776,8 @@ def test_plugins_labels_a_plugin_registered_in_code_as_registered(cli: Cli) -> N
 
 def _readline(stream: object, timeout: float = 30) -> str:
     """One line from a subprocess pipe, or fail after `timeout` without hanging."""
-    assert hasattr(stream, "readline") and hasattr(stream, "fileno")
+    assert hasattr(stream, "readline")
+    assert hasattr(stream, "fileno")
     ready, _, _ = select.select([stream], [], [], timeout)
     assert ready, "timed out waiting for a line"
     line: str = stream.readline()
@@ -785,7 +786,8 @@ def _readline(stream: object, timeout: float = 30) -> str:
 
 def test_map_input_from_a_pipe_writes_a_result_before_the_next_line_arrives() -> None:
     proc = popen("map", "cli_flows:greet", "--input", "-", stdin=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     try:
         proc.stdin.write('{"name": "a"}\n')
         proc.stdin.flush()
@@ -820,7 +822,8 @@ def test_map_on_a_signal_reads_no_more_finishes_the_runs_in_flight_and_closes(
     proc = popen(
         "map", "cli_flows:gated", "--input", "-", "--output", str(out), stdin=subprocess.PIPE
     )
-    assert proc.stdin is not None and proc.stderr is not None
+    assert proc.stdin is not None
+    assert proc.stderr is not None
     try:
         proc.stdin.write(_gated_line(0, tmp_path) + "\n" + _gated_line(1, tmp_path) + "\n")
         proc.stdin.flush()
@@ -843,7 +846,8 @@ def test_map_second_signal_cancels_the_runs_in_flight_and_still_closes(tmp_path:
     proc = popen(
         "map", "cli_flows:gated", "--input", "-", "--output", str(out), stdin=subprocess.PIPE
     )
-    assert proc.stdin is not None and proc.stderr is not None
+    assert proc.stdin is not None
+    assert proc.stderr is not None
     try:
         proc.stdin.write(_gated_line(0, tmp_path) + "\n")
         proc.stdin.flush()

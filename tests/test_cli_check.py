@@ -88,3 +88,10 @@ def test_the_broker_report_is_what_docs_cli_md_shows(
     monkeypatch.syspath_prepend(str(EXAMPLES))
     assert main(["check", "broker_graph:broker"]) == 0
     assert capsys.readouterr().out == block
+
+
+def test_json_for_a_module_is_a_list_of_reports(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "wiring_flows", "--json"]) == 1
+    reports = json.loads(capsys.readouterr().out)
+    assert [r["target"] for r in reports] == ["wiring_flows:clean", "wiring_flows:near_miss"]
+    assert reports[1]["steps"][1]["near_misses"] == [["rowz", "rows"]]

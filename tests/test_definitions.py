@@ -99,7 +99,8 @@ async def test_nesting_alternates_at_every_level():
     flow = DataFlow((((a, b), (c, d)),))
     result = await flow(x=1)
     assert result == {"b": 1, "d": 1, "x": 1}  # each branch returns its last output
-    assert log.index("A") < log.index("B") and log.index("C") < log.index("D")
+    assert log.index("A") < log.index("B")
+    assert log.index("C") < log.index("D")
     assert [s.path for s in flow.steps] == [
         "definition[0][0][0]",
         "definition[0][0][1]",
@@ -150,7 +151,7 @@ async def test_every_kind_of_item_is_accepted():
 
 
 @pytest.mark.parametrize(
-    "definition, place",
+    ("definition", "place"),
     [
         ([inc], "definition"),
         ((inc, [inc, double]), "definition[1]"),
@@ -167,7 +168,7 @@ def test_non_tuple_where_a_tuple_is_expected(definition, place):
 
 
 @pytest.mark.parametrize(
-    "definition, place",
+    ("definition", "place"),
     [((), "definition"), ((inc, ()), "definition[1]"), ((inc, ((),)), "definition[1][0]")],
 )
 def test_empty_tuple_anywhere(definition, place):
@@ -196,7 +197,7 @@ def positional_only(a, /, b):
 
 
 @pytest.mark.parametrize(
-    "func, what",
+    ("func", "what"),
     [(star_args, "*args"), (star_kwargs, "**kwargs"), (positional_only, "positional-only")],
 )
 def test_bad_parameters_are_refused_with_place_and_name(func, what):

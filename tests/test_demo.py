@@ -85,16 +85,16 @@ def test_demo_reads_the_endpoints_concurrently(tmp_path: Path) -> None:
     assert lines[2].startswith("flow: read 3 endpoints, 3 at once (each takes 50 ms)")
 
 
-def test_demo_writes_to_a_temporary_directory_by_default() -> None:
-    lines = run_demo(env={"ASYNCDATAFLOW_MYSQL_URL": NO_MYSQL})
+def test_demo_writes_to_a_temporary_directory_it_removes(tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    lines = run_demo(env={"ASYNCDATAFLOW_MYSQL_URL": NO_MYSQL, "TMPDIR": str(temp)})
     path = Path(lines[3].removeprefix("files: wrote 12 records to "))
-    try:
-        assert path.name == "orders.jsonl"
-        assert path.parent.name.startswith("asyncdataflow-demo-")
-        check_jsonl(path)
-    finally:
-        path.unlink()
-        path.parent.rmdir()
+    assert path.name == "orders.jsonl"
+    assert path.parent.parent == temp
+    assert path.parent.name.startswith("asyncdataflow-demo-")
+    assert lines[-1].startswith("files: the temporary directory was removed")
+    assert list(temp.iterdir()) == []  # no asyncdataflow-demo-* left behind
 
 
 async def test_demo_writes_to_mysql_and_drops_its_table(tmp_path: Path) -> None:

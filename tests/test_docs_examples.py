@@ -265,4 +265,5 @@ def test_cli_plugins_lists_what_the_page_shows() -> None:
     assert got[0].split() == page[0].split()
     assert got[1].split() == page[1].split()  # asyncdataflow.retry  built-in  step_retry_delay
     http = next(line for line in got if line.startswith("http "))
-    assert http.split()[-2:] == page[2].split()[-2:] and "entry point" in http
+    assert http.split()[-2:] == page[2].split()[-2:]
+    assert "entry point" in http

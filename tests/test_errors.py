@@ -35,8 +35,11 @@ async def test_step_returning_a_list_raises_result_error_naming_step_and_type():
     with pytest.raises(DataFlowFunctionResultError) as info:
         await DataFlow((start, listy))(x=1)
     message = str(info.value)
-    assert "listy" in message and "list" in message and "definition[1]" in message
-    assert "args_mapper" in message and "output=" in message
+    assert "listy" in message
+    assert "list" in message
+    assert "definition[1]" in message
+    assert "args_mapper" in message
+    assert "output=" in message
 
 
 async def test_sync_step_returning_a_coroutine_is_explained_and_closed():
@@ -82,7 +85,9 @@ async def test_step_exception_propagates_unchanged_with_a_note():
     assert type(info.value) is Boom
     notes = info.value.__notes__
     assert len(notes) == 1
-    assert "fails" in notes[0] and "definition[1]" in notes[0] and "pipeline" in notes[0]
+    assert "fails" in notes[0]
+    assert "definition[1]" in notes[0]
+    assert "pipeline" in notes[0]
 
 
 async def test_sync_step_exception_also_unchanged_with_a_note():
@@ -197,7 +202,8 @@ async def test_merge_error_names_the_places_of_two_branches_with_the_same_name()
     flow = DataFlow(((functools.partial(fetch, url="a"), functools.partial(fetch, url="b")),))
     with pytest.raises(DataFlowMergeResultError) as info:
         await flow()
-    assert "definition[0][0]" in str(info.value) and "definition[0][1]" in str(info.value)
+    assert "definition[0][0]" in str(info.value)
+    assert "definition[0][1]" in str(info.value)
 
 
 async def test_cancelled_error_raised_by_a_branch_propagates_and_cancels_siblings():

@@ -247,7 +247,7 @@ async def test_sync_step_raising_stop_iteration_fails_the_run_instead_of_hanging
     def exhausted(x):
         return next(iter([]))
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(RuntimeError, match="StopIteration") as info:
         await asyncio.wait_for(DataFlow((exhausted,))(x=1), 1)
     assert not isinstance(info.value, TimeoutError)
     assert "definition[0]" in info.value.__notes__[0]

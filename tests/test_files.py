@@ -637,7 +637,8 @@ def test_csv_appends_from_other_writers_and_event_loops_write_the_header_once(
     for thread in threads:
         thread.join()
     lines = path.read_bytes().split(b"\r\n")
-    assert lines[0] == b"t,n" and lines.pop() == b""
+    assert lines[0] == b"t,n"
+    assert lines.pop() == b""
     assert sorted(lines[1:]) == sorted(f"{t},{n}".encode() for t in range(4) for n in range(6))
 
 
@@ -687,7 +688,8 @@ async def test_a_file_where_a_directory_should_be_is_named_in_the_error(
         await step(data="hi")
     message = str(info.value)
     assert message.startswith("[Errno 20] files.writer(text ")
-    assert "is a file, not a directory" in message and "afile" in message
+    assert "is a file, not a directory" in message
+    assert "afile" in message
     assert (tmp_path / "afile").read_text() == "x"
 
 
@@ -697,5 +699,6 @@ async def test_undecodable_text_names_the_file_and_the_encoding(tmp_path: Path) 
     with pytest.raises(UnicodeDecodeError) as info:
         await files.reader(path, format="csv")()
     (note,) = info.value.__notes__
-    assert repr(str(path)) in note and "encoding='utf-8'" in note
+    assert repr(str(path)) in note
+    assert "encoding='utf-8'" in note
     assert await files.reader(path, format="csv", encoding="latin-1")() == {"data": [{"a": "Zoë"}]}

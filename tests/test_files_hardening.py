@@ -46,7 +46,8 @@ async def test_appending_writes_a_byte_order_mark_only_at_the_start(
         await append(data=batch)
     raw = path.read_bytes()
     bom = "\n".encode(encoding)[: -len("\n\n".encode(encoding)) + len("\n".encode(encoding))]
-    assert raw.startswith(bom) and raw.count(bom) == 1
+    assert raw.startswith(bom)
+    assert raw.count(bom) == 1
     got = (await files.reader(path, format=fmt, encoding=encoding)())["data"]
     if fmt == "text":
         assert got == "one\ntwo\nthree\n"
@@ -256,7 +257,8 @@ async def test_a_killed_writers_temp_file_is_cleaned_by_clean_temp_files(tmp_pat
     proc = subprocess.run([sys.executable, "-c", KILLED_CHILD, str(target)], check=False)
     assert proc.returncode < 0  # killed by a signal
     left = temps(tmp_path)
-    assert len(left) == 1 and left[0].startswith(".report.txt.")
+    assert len(left) == 1
+    assert left[0].startswith(".report.txt.")
     assert target.read_text() == "old"
     # a fresh temp file (a write in progress) is left alone
     assert await files.clean_temp_files(target) == []

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _load_example() -> Any:
     path = ROOT / "examples" / "broker_graph.py"
     spec = importlib.util.spec_from_file_location("broker_graph", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["broker_graph"] = module  # get_type_hints resolves annotations through it
     spec.loader.exec_module(module)

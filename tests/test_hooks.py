@@ -274,7 +274,8 @@ async def test_every_hook_in_order_with_its_arguments(recorder: Recorder) -> Non
     # one flow, one run object, throughout
     run = recorder.calls[0][1]["run"]
     assert isinstance(run, RunInfo)
-    assert run.kwargs == {"x": 1} and run.iteration is None
+    assert run.kwargs == {"x": 1}
+    assert run.iteration is None
     for _, kw in recorder.calls:
         assert kw["flow"] is flow
         assert kw["run"] is run
@@ -376,7 +377,8 @@ async def test_concurrent_runs_keep_their_own_run(recorder: Recorder) -> None:
             }[kw["step"].name]
             assert kw["result"] == expected
     for names in per_run.values():
-        assert names[0] == "before_flow_run" and names[-1] == "after_flow_run"
+        assert names[0] == "before_flow_run"
+        assert names[-1] == "after_flow_run"
         assert names.count("before_step_run") == 4
         assert names.count("after_step_run") == 4
 
@@ -699,7 +701,8 @@ async def test_run_is_never_none_also_when_only_the_retry_decision_is_asked() ->
     )
     with pytest.raises(ConnectionError):
         await flow(left=1, thread=False, seen="")
-    assert len(runs) == 3 and all(isinstance(r, RunInfo) for r in runs)
+    assert len(runs) == 3
+    assert all(isinstance(r, RunInfo) for r in runs)
     assert runs[0] is runs[1] is runs[2]
     # without any plugin of its own the built-in decider gets a run as well
     asked: list[Any] = []
@@ -715,7 +718,8 @@ async def test_run_is_never_none_also_when_only_the_retry_decision_is_asked() ->
         await quiet(left=1, thread=False, seen="")
     finally:
         asyncdataflow.unregister_plugin(name="spy")
-    assert len(asked) == 1 and isinstance(asked[0], RunInfo)
+    assert len(asked) == 1
+    assert isinstance(asked[0], RunInfo)
 
 
 async def test_observers_are_told_the_runners_retry_decision(recorder: Recorder) -> None:
@@ -826,7 +830,8 @@ async def test_on_rate_change_and_on_breaker_change_tell_every_change_in_order()
         ("on_rate_change", 60.0, 50.0, "NoneType"),
     ]
     for _, kw in seen.calls:
-        assert kw["flow"] is flow and kw["step"].name == "api"
+        assert kw["flow"] is flow
+        assert kw["step"].name == "api"
         assert isinstance(kw["run"], RunInfo)
     rate_change = seen.calls[0][1]
     assert rate_change["pause"] == Throttled.retry_after

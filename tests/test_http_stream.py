@@ -184,7 +184,8 @@ async def test_a_body_over_max_size_by_its_content_length_raises_naming_url_and_
         await step.aclose()
     error = caught.value
     assert f"{server.base}/sized?n=1001" in str(error)
-    assert "max_size=1000 bytes" in str(error) and "Content-Length: 1001" in str(error)
+    assert "max_size=1000 bytes" in str(error)
+    assert "Content-Length: 1001" in str(error)
     assert (error.max_size, error.size) == (1000, 1001)
 
 

@@ -70,7 +70,8 @@ async def test_a_failed_run_is_not_recorded_and_runs_again(tmp_path: Path) -> No
     again = [
         r async for r in flow.map(data, concurrency=2, return_exceptions=True, journal=journal)
     ]
-    assert RUNS == [-1] and isinstance(again[0], ValueError)
+    assert RUNS == [-1]
+    assert isinstance(again[0], ValueError)
 
 
 async def test_a_journal_refuses_other_inputs(tmp_path: Path) -> None:

@@ -224,7 +224,8 @@ async def test_cancel_while_the_thread_runs_keeps_the_slot_until_the_thread_ends
         second = asyncio.create_task(flow(x=2))
         for _ in range(5):
             await asyncio.sleep(0)
-        assert not second.done() and gate.calls == 1  # waits for the slot
+        assert not second.done()
+        assert gate.calls == 1
         gate.go.set()
         assert await second == {"x": 2}
         assert gate.peak == 1
@@ -315,7 +316,8 @@ async def test_thread_slot_abandoned_before_the_worker_starts_never_calls_the_fu
     slot.leave()
     for _ in range(3):
         await asyncio.sleep(0)
-    assert calls == [] and sem._value == 1
+    assert calls == []
+    assert sem._value == 1
 
 
 async def test_thread_slot_released_by_the_worker_once_when_the_call_ran():

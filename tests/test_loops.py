@@ -16,21 +16,29 @@ from asyncdataflow.exceptions import (
 class Counter:
     def __init__(self):
         self.n = 0
+        self.counted = asyncio.Condition()
 
     async def __call__(self, x):
         self.n += 1
+        async with self.counted:
+            self.counted.notify_all()
         return {"n": self.n, "x": x}
+
+    async def reached(self, n):
+        """Wait until the step has been called ``n`` times (an event, not a poll)."""
+        async with self.counted:
+            await self.counted.wait_for(lambda: self.n >= n)
 
 
 async def test_loop_runs_again_and_again_with_the_same_arguments():
     counter = Counter()
     flow = DataFlow((counter,), infinity_loop=True)
     task = asyncio.ensure_future(flow(x="same"))
-    while counter.n < 50:
-        await asyncio.sleep(0)
+    await counter.reached(50)
     flow.stop()
     result = await task
-    assert result["x"] == "same" and result["n"] >= 50
+    assert result["x"] == "same"
+    assert result["n"] >= 50
 
 
 async def test_loop_yields_to_the_event_loop_between_iterations():
@@ -87,8 +95,7 @@ async def test_stop_during_the_interval_returns_at_once():
     counter = Counter()
     flow = DataFlow((counter,), infinity_loop=True, interval=10)
     task = asyncio.ensure_future(flow(x=1))
-    while counter.n < 1:
-        await asyncio.sleep(0)
+    await counter.reached(1)
     started = time.perf_counter()
     flow.stop()
     assert await task == {"n": 1, "x": 1}
@@ -100,8 +107,7 @@ async def test_interval_pauses_between_iterations():
     flow = DataFlow((counter,), infinity_loop=True, interval=0.05)
     started = time.perf_counter()
     task = asyncio.ensure_future(flow(x=1))
-    while counter.n < 3:
-        await asyncio.sleep(0.01)
+    await counter.reached(3)
     flow.stop()
     await task
     elapsed = time.perf_counter() - started
@@ -149,8 +155,7 @@ async def test_loop_started_after_stop_runs_normally():
     flow = DataFlow((counter,), infinity_loop=True)
     flow.stop()  # nothing running: no effect on later loops
     task = asyncio.ensure_future(flow(x=1))
-    while counter.n < 5:
-        await asyncio.sleep(0)
+    await counter.reached(5)
     assert not task.done()
     flow.stop()
     await task

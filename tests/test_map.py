@@ -79,7 +79,8 @@ async def test_return_exceptions_yields_the_failure_in_its_place():
     flow = DataFlow((Tracker(),))
     inputs = [{"i": 0}, {"i": "fail"}, {"i": 2}]
     results = await collect(flow.map(inputs, concurrency=2, return_exceptions=True))
-    assert results[0] == {"out": 0} and results[2] == {"out": 2}
+    assert results[0] == {"out": 0}
+    assert results[2] == {"out": 2}
     assert isinstance(results[1], ValueError)
     assert "definition[0]" in results[1].__notes__[0]
 
@@ -237,7 +238,8 @@ async def test_map_return_exceptions_yields_a_cancelled_error_raised_by_a_run():
         r
         async for r in flow.map([{"x": i} for i in range(3)], concurrency=2, return_exceptions=True)
     ]
-    assert out[0] == {"x": 0} and out[2] == {"x": 2}
+    assert out[0] == {"x": 0}
+    assert out[2] == {"x": 2}
     assert isinstance(out[1], asyncio.CancelledError)
 
 

@@ -31,7 +31,8 @@ def b(y):
 
 async def test_without_plugins_the_generated_code_calls_no_hook(monkeypatch):
     flow = DataFlow((a, (b,), a), name="lean")
-    assert "HOOKS" not in flow.source and "_skipped" not in flow.source
+    assert "HOOKS" not in flow.source
+    assert "_skipped" not in flow.source
     assert "await R" not in flow.source  # no instrumented step runner
 
     def forbidden(*args, **kwargs):
@@ -118,7 +119,8 @@ async def test_trace_switch_logs_every_observer_hook_call(monkeypatch, caplog):
     with caplog.at_level("DEBUG", logger="asyncdataflow.hooks"):
         await flow(x=1)
     traced = [r.getMessage() for r in caplog.records if r.name == "asyncdataflow.hooks"]
-    assert len(traced) == 2 and plugin.steps == 2
+    assert len(traced) == 2
+    assert plugin.steps == 2
     assert traced[0].startswith("hook after_step_run -> plugin ")
     assert traced[0].endswith("(step)")
 
@@ -155,7 +157,8 @@ async def test_walk_yields_every_block_and_step_depth_first_as_public_plan_types
         ("Fn", "definition[1][1][1][0]"),
         ("Fn", "definition[2]"),
     ]
-    assert nodes[0] is flow.plan and isinstance(flow.plan, plan.Block)
+    assert nodes[0] is flow.plan
+    assert isinstance(flow.plan, plan.Block)
     assert [n.concurrent for n in nodes if isinstance(n, plan.Block)] == [False, True, False, False]
     assert nodes[6].name == "inner"
     steps = [n for n in nodes if isinstance(n, plan.Step)]

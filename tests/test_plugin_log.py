@@ -102,7 +102,8 @@ async def test_levels_and_order_of_a_run_with_a_skip_and_a_retry(
     ]
     assert all(r.name == "asyncdataflow.run" for r in records)
     run_ids = {r.adf_run_id for r in records}  # type: ignore[attr-defined]
-    assert len(run_ids) == 1 and None not in run_ids
+    assert len(run_ids) == 1
+    assert None not in run_ids
     assert {r.adf_flow for r in records} == {"secrets"}  # type: ignore[attr-defined]
 
     by_event = {(r.adf_event, getattr(r, "adf_attempt", None)): r for r in records}  # type: ignore[attr-defined]
@@ -131,7 +132,8 @@ async def test_a_failure_is_an_error_record_with_the_traceback(
     assert [r.adf_event for r in errors] == ["step_failed", "run_failed"]  # type: ignore[attr-defined]
     step_failed, run_failed = errors
     assert step_failed.adf_attempt == 3  # type: ignore[attr-defined]
-    assert step_failed.exc_info is not None and step_failed.exc_info[1] is caught.value
+    assert step_failed.exc_info is not None
+    assert step_failed.exc_info[1] is caught.value
     assert run_failed.adf_error == "ConnectionError"  # type: ignore[attr-defined]
     assert [r.adf_attempt for r in records if r.adf_event == "step_retry"] == [1, 2]  # type: ignore[attr-defined]
     assert all(r.levelno == logging.WARNING for r in records if r.adf_event == "step_retry")  # type: ignore[attr-defined]
@@ -252,5 +254,6 @@ async def test_a_dead_letter_is_a_warning_naming_the_record(
     await flow()
     (letter,) = [r for r in records if r.adf_event == "dead_letter"]  # type: ignore[attr-defined]
     assert letter.levelno == logging.WARNING
-    assert letter.adf_step == "shape" and letter.adf_record == (1,)  # type: ignore[attr-defined]
+    assert letter.adf_step == "shape"
+    assert letter.adf_record == (1,)
     assert "record [1] input written to dead letters" in letter.getMessage()

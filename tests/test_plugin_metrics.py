@@ -94,15 +94,18 @@ async def test_runs_in_flight_is_a_gauge(registry: CollectorRegistry) -> None:
     release = asyncio.Event()
     seen: list[float] = []
 
+    all_in = asyncio.Event()
+
     async def wait(x: int) -> dict[str, Any]:
         seen.append(value(registry, "asyncdataflow_runs_in_flight", flow="gauge"))
+        if len(seen) == 5:
+            all_in.set()
         await release.wait()
         return {}
 
     flow = DataFlow((wait,), name="gauge", plugins=[plugin])
     tasks = [asyncio.ensure_future(flow(x=i)) for i in range(5)]
-    while len(seen) < 5:
-        await asyncio.sleep(0.001)
+    await all_in.wait()
     assert value(registry, "asyncdataflow_runs_in_flight", flow="gauge") == 5
     release.set()
     await asyncio.gather(*tasks)

@@ -127,7 +127,8 @@ async def test_one_span_per_run_and_per_step_attempt_with_parents(
     }
     # the run span covers its steps
     for span in spans:
-        assert run.start_time <= span.start_time and span.end_time <= run.end_time  # type: ignore[operator]
+        assert run.start_time <= span.start_time
+        assert span.end_time <= run.end_time
 
 
 async def test_a_failed_attempt_records_the_exception_and_its_retry_is_marked(
@@ -145,7 +146,8 @@ async def test_a_failed_attempt_records_the_exception_and_its_retry_is_marked(
     assert event.attributes is not None
     assert event.attributes["exception.type"] == "ConnectionError"
     assert event.attributes["exception.message"] == "failure 1"
-    assert first.attributes is not None and second.attributes is not None
+    assert first.attributes is not None
+    assert second.attributes is not None
     assert (
         first.attributes["asyncdataflow.step.attempt"],
         first.attributes["asyncdataflow.step.retry"],

@@ -161,8 +161,10 @@ async def test_429_with_retry_after_pauses_every_caller_and_every_input_succeeds
     assert server.statuses.count(429) == sum(1 for t in server.times if t429 <= t < t429 + 1.0)
     assert busiest_second(server.times) <= 21
     limited = [e for e in events.rate if e["error"] is not None]
-    assert limited and limited[0]["pause"] == 1.0
-    assert limited[0]["previous"] == 20 and limited[0]["rate"] == 10
+    assert limited
+    assert limited[0]["pause"] == 1.0
+    assert limited[0]["previous"] == 20
+    assert limited[0]["rate"] == 10
 
 
 async def test_shared_across_50_concurrent_runs_and_two_flows_holding_the_step(
@@ -232,12 +234,14 @@ async def test_listed_exception_with_retry_after_pauses_and_recovers_step_by_ste
         await flow(n=3)
     await flow(n=4)
     assert calls[4] - calls[3] >= 0.2 * 0.95  # paused for retry_after
-    assert events.rate[0]["pause"] == 0.2 and events.rate[0]["rate"] == 25
+    assert events.rate[0]["pause"] == 0.2
+    assert events.rate[0]["rate"] == 25
     bucket = bucket_for(rate, asyncio.get_running_loop())
     bucket.next_recover = bucket.loop.time()  # a second went by, without a sleep here
     await flow(n=5)
     assert events.rate[-1]["error"] is None
-    assert events.rate[-1]["previous"] == 25 and events.rate[-1]["rate"] == 30
+    assert events.rate[-1]["previous"] == 25
+    assert events.rate[-1]["rate"] == 30
 
 
 # --- breaker= ------------------------------------------------------------------------------
@@ -313,10 +317,13 @@ async def test_open_breaker_fails_at_once_without_a_retry_policy(server: Server)
     assert len(server.times) == 2  # it never reached the server
     error = info.value
     assert isinstance(error, DataFlowRunError)
-    assert error.step == "users" and 29 < error.retry_in <= 30
+    assert error.step == "users"
+    assert 29 < error.retry_in <= 30
     text = str(error)
-    assert "'users' at definition[0]" in text and "2 failure(s) in a row" in text
-    assert "trial call through in 30.0 s" in text and "UTC" in text
+    assert "'users' at definition[0]" in text
+    assert "2 failure(s) in a row" in text
+    assert "trial call through in 30.0 s" in text
+    assert "UTC" in text
     assert any("step 'users'" in note and "'export'" in note for note in error.__notes__)
 
 
@@ -360,12 +367,14 @@ async def test_cancelled_trial_frees_the_trial_and_the_slot(server: Server) -> N
             await asyncio.sleep(state.retry_at - state.loop.time())
         trial = asyncio.create_task(flow(n=2))
         await arrived.wait()
-        assert state.state == HALF_OPEN and state.trial
+        assert state.state == HALF_OPEN
+        assert state.trial
         trial.cancel()
         with pytest.raises(asyncio.CancelledError):
             await trial
         release.set()
-        assert state.state == HALF_OPEN and not state.trial
+        assert state.state == HALF_OPEN
+        assert not state.trial
         # the next call is the trial, gets the slot, and closes the breaker
         assert await asyncio.wait_for(flow(n=7), timeout=5) == {"data": {"n": 7}}
     assert state.state == "closed"
@@ -444,12 +453,16 @@ def test_bad_rate_or_breaker(make: Callable[[], object], message: str) -> None:
 
 def test_options_combine_and_are_exported() -> None:
     s = step(step(noop, rate=20), breaker=Breaker())
-    assert isinstance(s.rate, Rate) and s.rate.per_second == 20 and s.rate.burst == 1
+    assert isinstance(s.rate, Rate)
+    assert s.rate.per_second == 20
+    assert s.rate.burst == 1
     assert s.rate.floor == 2.0
     assert isinstance(s.breaker, Breaker)
-    assert asyncdataflow.Rate is Rate and asyncdataflow.Breaker is Breaker
+    assert asyncdataflow.Rate is Rate
+    assert asyncdataflow.Breaker is Breaker
     (fn,) = [node for node in DataFlow((s,)).walk() if hasattr(node, "info")]
-    assert fn.info.rate is s.rate and fn.info.breaker is s.breaker
+    assert fn.info.rate is s.rate
+    assert fn.info.breaker is s.breaker
 
 
 # --- docs/protect.md -----------------------------------------------------------------------

@@ -36,11 +36,14 @@ async def test_log_records_each_change_at_its_level(caplog: pytest.LogCaptureFix
     ]
     by_event = {r.adf_event: r for r in records}  # type: ignore[attr-defined]
     limited = by_event["rate_limited"]
-    assert limited.adf_rate == 50 and limited.adf_previous_rate == 100  # type: ignore[attr-defined]
-    assert limited.adf_pause == 0.05 and limited.adf_error == "Throttled"  # type: ignore[attr-defined]
+    assert limited.adf_rate == 50
+    assert limited.adf_previous_rate == 100
+    assert limited.adf_pause == 0.05
+    assert limited.adf_error == "Throttled"
     assert "step api at definition[0] was told to slow down" in limited.getMessage()
     opened = by_event["breaker_open"]
-    assert opened.adf_state == "open" and opened.adf_previous_state == "closed"  # type: ignore[attr-defined]
+    assert opened.adf_state == "open"
+    assert opened.adf_previous_state == "closed"
     assert 29 < opened.adf_retry_in <= 30  # type: ignore[attr-defined]
     assert "circuit breaker opened (ConnectionError: down)" in opened.getMessage()
     assert "circuit breaker closed (was half-open)" in by_event["breaker_closed"].getMessage()

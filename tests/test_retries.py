@@ -261,3 +261,15 @@ async def test_cancelling_during_a_retry_pause_stops_at_once_without_retrying():
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 1)
     assert attempts == [1]
+
+
+def test_refusal_says_why_the_policy_does_not_retry() -> None:
+    policy = Retry(attempts=2, on=(ConnectionError,))
+    assert policy.refusal(ConnectionError(), 1) is None
+    assert policy.refusal(ConnectionError(), 2) == (
+        "gave up: 2 attempt(s) made (Retry(attempts=2))"
+    )
+    assert policy.refusal(KeyError(), 1) == (
+        "not retried: KeyError is not listed in Retry(on=(ConnectionError,)); 1 attempt(s) made"
+    )
+    assert policy.delay(KeyError(), 1) is None

@@ -139,8 +139,10 @@ async def test_concurrent_block_not_taken_at_a_later_place_raises_routing_error(
         await flow(x=0)
     message = str(info.value)
     assert "definition[1]" in message
-    assert "ask_a" in message and "['qa']" in message
-    assert "ask_b" in message and "['qb', 'token']" in message
+    assert "ask_a" in message
+    assert "['qa']" in message
+    assert "ask_b" in message
+    assert "['qb', 'token']" in message
     assert "['other']" in message  # the available keys
 
 
@@ -149,7 +151,9 @@ async def test_flow_whose_first_item_is_not_taken_raises_routing_error():
     with pytest.raises(DataFlowRoutingError) as info:
         await DataFlow((a,))(wrong=1)
     message = str(info.value)
-    assert "first item" in message and "['endpoint']" in message and "['wrong']" in message
+    assert "first item" in message
+    assert "['endpoint']" in message
+    assert "['wrong']" in message
     assert calls == []
 
 
@@ -256,7 +260,8 @@ async def test_routing_error_for_the_first_item_says_it_could_not_be_taken():
     with pytest.raises(DataFlowRoutingError) as info:
         await DataFlow((needs,))(wrong=1)
     first_line = str(info.value).splitlines()[0]
-    assert "could not be taken" in first_line and "definition[0]" in first_line
+    assert "could not be taken" in first_line
+    assert "definition[0]" in first_line
 
 
 async def test_first_concurrent_block_whose_branch_starts_with_a_concurrent_block_routes():

@@ -129,7 +129,8 @@ async def test_concurrent_same_key_unequal_values_names_key_and_both_branches():
         await DataFlow(((fetch_a, fetch_b),))(x=1)
     message = str(info.value)
     assert "'data'" in message
-    assert "fetch_a" in message and "fetch_b" in message
+    assert "fetch_a" in message
+    assert "fetch_b" in message
     assert "args_mapper" in message
 
 

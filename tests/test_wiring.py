@@ -76,7 +76,8 @@ def test_a_typo_after_declared_outputs_is_refused_when_built(source: Any) -> Non
     assert "step 'save' at definition[1]" in text
     assert "'rowz'" in text
     assert "did you mean 'rows'" in text
-    assert "keys available there: [" in text and "'rows'" in text
+    assert "keys available there: [" in text
+    assert "'rows'" in text
     assert DataFlow((source, save_ok))  # the right name builds
 
 
@@ -159,7 +160,8 @@ def test_a_step_after_a_dead_guard_is_not_reported_again() -> None:
 
     with pytest.raises(DataFlowWiringError) as caught:
         DataFlow((load, ((dead, save),)))
-    assert "dead" in str(caught.value) and "also" not in str(caught.value)
+    assert "dead" in str(caught.value)
+    assert "also" not in str(caught.value)
 
 
 @pytest.mark.parametrize("visibility", ["initial", "all"])
@@ -212,7 +214,8 @@ async def test_undeclared_outputs_warn_once_when_a_later_step_is_passed_over() -
     (only,) = caught
     text = str(only.message)
     assert "step 'save' at definition[1] of flow 'orders'" in text
-    assert "needs 'rowz'" in text and "holds 'rows'" in text
+    assert "needs 'rowz'" in text
+    assert "holds 'rows'" in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         await flow(path="p")  # once per step and flow
@@ -280,14 +283,16 @@ def test_explain_says_for_every_step_what_it_needs_gets_and_returns() -> None:
         True,
     )
     assert first.also_from == ("the call's arguments",)
-    assert first.outputs == ("rows", "count") and first.optional_outputs == ("count",)
+    assert first.outputs == ("rows", "count")
+    assert first.optional_outputs == ("count",)
     assert (left.path, left.available, left.also_from, left.guard) == (
         "definition[1][0]",
         ("count", "rows"),
         (),
         True,
     )
-    assert left.outputs is None and right.outputs == ()
+    assert left.outputs is None
+    assert right.outputs == ()
     assert report.problems == []
     text = str(report)
     assert text.splitlines()[0] == "flow 'orders' (args_visibility='previous')"
@@ -322,7 +327,8 @@ def test_the_graph_and_the_check_see_the_packs_declared_keys(tmp_path: Any) -> N
     reader = files.reader(tmp_path / "in.txt", key="lines")
     writer = files.writer(tmp_path / "out.txt", key="lines")
     text = DataFlow((reader, writer)).to_mermaid()
-    assert "out: lines" in text and "out: path" in text
+    assert "out: lines" in text
+    assert "out: path" in text
 
     async def shout(line: str) -> dict[str, Any]:  # a typo of the reader's key
         return {}
@@ -386,3 +392,20 @@ def test_every_flow_of_the_examples_and_the_readme_checks_clean(
         if "near miss" in source or "rowz" in source:  # the README's own typo examples
             continue
         assert flow.explain().problems == [], str(flow.explain())
+
+
+async def numbers(n: int) -> Any:  # a source: each yielded dict is a record
+    for i in range(n):
+        yield {"i": i}
+
+
+async def test_a_source_that_yields_nothing_passes_its_input_on_so_it_is_not_refused() -> None:
+    prepare = step(lambda n: {"n": n, "tag": "t"}, outputs=("n", "tag"))
+    square = step(lambda i: {"sq": i * i}, outputs=("sq",))
+
+    async def after(tag: str) -> dict[str, Any]:
+        return {"after": tag}
+
+    flow = DataFlow((prepare, ((step(numbers, outputs=("i",)), square),), after))
+    assert await flow(n=0) == {"after": "t"}  # no record: the block's input flows on
+    assert flow.explain().steps[3].available == ("i", "n", "sq", "tag")

@@ -80,5 +80,6 @@ def handle(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
     if args.json:
-        print(to_json(reports if len(reports) > 1 else reports[0], indent=2))
+        # MODULE:ATTR gives one report; MODULE a list, one per flow
+        print(to_json(reports[0] if ":" in args.target else reports, indent=2))
     return 1 if bad else 0

@@ -76,9 +76,10 @@ class Place:
         )
 
     def close(self) -> None:
-        if self.dir_fd is not None:
-            os.close(self.dir_fd)
-            self.dir_fd = -1
+        """Close the directory's descriptor (once; later calls do nothing)."""
+        if self.dir_fd is not None and self.dir_fd >= 0:
+            fd, self.dir_fd = self.dir_fd, -1
+            os.close(fd)
 
 
 def locate(

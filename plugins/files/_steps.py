@@ -347,7 +347,8 @@ class Writer(_FileStep):
                 payload = [b"".join(payload)]
             if not payload or not payload[0]:
                 return target
-        key = os.path.abspath(os.path.join(self._base_real, target))
+        # string work only: _base_real is absolute, abspath just normalises the path
+        key = os.path.abspath(os.path.join(self._base_real, target))  # noqa: ASYNC240
         locks = self._locks.setdefault(asyncio.get_running_loop(), {})
         entry = locks.get(key)
         if entry is None:
