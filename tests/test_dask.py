@@ -103,11 +103,11 @@ def tasks_of(name: str, dask_scheduler: Any) -> list[str]:
     return [str(k) for k in dask_scheduler.tasks if f"asyncdataflow.map-{name}-" in str(k)]
 
 
-async def until_forgotten(client: Any, name: str, timeout: float = 30.0) -> list[str]:
+async def until_forgotten(client: Any, name: str) -> list[str]:
     """Wait until the scheduler holds no task of the maps of ``name`` (a cancel is a
-    message the scheduler handles a moment later), or ``timeout`` passes; what it holds."""
+    message the scheduler handles a moment later), or 30 s pass; what it holds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + 30
     while (held := await client.run_on_scheduler(tasks_of, name)) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     return held
@@ -329,7 +329,8 @@ async def test_return_exceptions_yields_each_failure_in_its_place(client: Any) -
     assert len(remote) == 95
     for i, r in enumerate(remote):
         if i % 10 == 3:
-            assert isinstance(r, KeyError) and f"input {i} is bad" in str(r)
+            assert isinstance(r, KeyError)
+            assert f"input {i} is bad" in str(r)
         else:
             assert r == {"y": i}
 
@@ -443,8 +444,10 @@ async def test_an_unpicklable_flow_is_refused_before_anything_is_submitted(
         if isinstance(bad, HoldsASocket):
             bad.sock.close()
     message = str(caught.value)
-    assert "'holder'" in message and "definition[1][0]" in message
-    assert "cannot be pickled" in message and what in message
+    assert "'holder'" in message
+    assert "definition[1][0]" in message
+    assert "cannot be pickled" in message
+    assert what in message
     assert pulled == []  # no input read, so no chunk could have been submitted
 
 

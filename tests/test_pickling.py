@@ -46,7 +46,8 @@ def flow_with_every_option() -> DataFlow:
 async def test_a_flow_pickles_as_definition_and_options_and_is_compiled_again() -> None:
     flow = flow_with_every_option()
     copy = pickle.loads(pickle.dumps(flow))
-    assert copy is not flow and isinstance(copy, DataFlow)
+    assert copy is not flow
+    assert isinstance(copy, DataFlow)
     assert copy.source == flow.source  # the same plan, generated afresh
     assert copy._body is not flow._body
     assert await copy(x=1) == await flow(x=1) == {"x": 1, "y": 2, "z": 4, "w": 16}
