@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._compiler import Block, Fn
@@ -113,6 +114,26 @@ def _title(flow: DataFlow) -> str | None:
     return None if _DEFAULT_NAME.fullmatch(flow.name) else flow.name
 
 
+def _nest(
+    block: Block,
+    depth: int,
+    lines: list[str],
+    node: Callable[[Fn], str],
+    opening: Callable[[Block], list[str]],
+    closing: str,
+) -> None:
+    """Append ``block``'s items, indented ``depth`` levels: a step as its ``node`` line, a
+    nested block as its ``opening`` lines, its items one level deeper and ``closing``."""
+    pad = _INDENT * depth
+    for item in block.items:
+        if isinstance(item, Fn):
+            lines.append(pad + node(item))
+        else:
+            lines += [pad + line for line in opening(item)]
+            _nest(item, depth + 1, lines, node, opening, closing)
+            lines.append(pad + closing)
+
+
 # -- Mermaid ----------------------------------------------------------------------------
 
 _MERMAID_ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
@@ -122,17 +143,13 @@ def _mermaid_text(text: str) -> str:
     return "".join(_MERMAID_ESCAPES.get(c, c) for c in text)
 
 
-def _mermaid_items(block: Block, depth: int, lines: list[str]) -> None:
-    pad = _INDENT * depth
-    for item in block.items:
-        if isinstance(item, Fn):
-            label = "<br/>".join(_mermaid_text(line) for line in _label_lines(item))
-            lines.append(f'{pad}{_node_id(item.path, "n")}["{label}"]')
-        else:
-            label = _mermaid_text(_block_label(item))
-            lines.append(f'{pad}subgraph {_node_id(item.path, "b")}["{label}"]')
-            _mermaid_items(item, depth + 1, lines)
-            lines.append(f"{pad}end")
+def _mermaid_node(fn: Fn) -> str:
+    label = "<br/>".join(_mermaid_text(line) for line in _label_lines(fn))
+    return f'{_node_id(fn.path, "n")}["{label}"]'
+
+
+def _mermaid_subgraph(block: Block) -> list[str]:
+    return [f'subgraph {_node_id(block.path, "b")}["{_mermaid_text(_block_label(block))}"]']
 
 
 def to_mermaid(flow: DataFlow) -> str:
@@ -142,7 +159,7 @@ def to_mermaid(flow: DataFlow) -> str:
     title = _title(flow)
     if title is not None:
         lines.append(f"{_INDENT}%% {title}")
-    _mermaid_items(flow.plan, 1, lines)
+    _nest(flow.plan, 1, lines, _mermaid_node, _mermaid_subgraph, "end")
     for a, b in _all_edges(flow):
         lines.append(f"{_INDENT}{_node_id(a.path, 'n')} --> {_node_id(b.path, 'n')}")
     return "\n".join(lines) + "\n"
@@ -155,19 +172,17 @@ def _dot_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _dot_items(block: Block, depth: int, lines: list[str]) -> None:
-    pad = _INDENT * depth
-    for item in block.items:
-        if isinstance(item, Fn):
-            label = "\\n".join(_dot_text(line) for line in _label_lines(item))
-            lines.append(f'{pad}{_node_id(item.path, "n")} [label="{label}"];')
-        else:
-            style = "dashed" if item.concurrent else "solid"
-            lines.append(f"{pad}subgraph cluster_{_node_id(item.path, 'b')} {{")
-            lines.append(f'{pad}{_INDENT}label="{_dot_text(_block_label(item))}";')
-            lines.append(f"{pad}{_INDENT}style={style};")
-            _dot_items(item, depth + 1, lines)
-            lines.append(f"{pad}}}")
+def _dot_node(fn: Fn) -> str:
+    label = "\\n".join(_dot_text(line) for line in _label_lines(fn))
+    return f'{_node_id(fn.path, "n")} [label="{label}"];'
+
+
+def _dot_cluster(block: Block) -> list[str]:
+    return [
+        f"subgraph cluster_{_node_id(block.path, 'b')} {{",
+        f'{_INDENT}label="{_dot_text(_block_label(block))}";',
+        f"{_INDENT}style={'dashed' if block.concurrent else 'solid'};",
+    ]
 
 
 def to_dot(flow: DataFlow) -> str:
@@ -181,7 +196,7 @@ def to_dot(flow: DataFlow) -> str:
     lines.append(f"{_INDENT}rankdir=TB;")
     lines.append(f'{_INDENT}node [shape=box, style=rounded, fontname="Helvetica"];')
     lines.append(f'{_INDENT}graph [fontname="Helvetica"];')
-    _dot_items(flow.plan, 1, lines)
+    _nest(flow.plan, 1, lines, _dot_node, _dot_cluster, "}")
     for a, b in _all_edges(flow):
         lines.append(f"{_INDENT}{_node_id(a.path, 'n')} -> {_node_id(b.path, 'n')};")
     lines.append("}")

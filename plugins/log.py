@@ -83,6 +83,32 @@ def _step_extra(
     }
 
 
+def _step_log(
+    level: int,
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    what: str,
+    *args: Any,
+    extra: dict[str, Any],
+    exc_info: BaseException | None = None,
+) -> None:
+    """Log ``what % args`` about one step, after the words naming its flow, run, step and
+    place; the record's source line is the hook's that called this."""
+    logger.log(
+        level,
+        "flow %s run %s: step %s at %s " + what,
+        flow.name,
+        run.id,
+        step.name,
+        step.path,
+        *args,
+        exc_info=exc_info,
+        extra=extra,
+        stacklevel=2,
+    )
+
+
 @hookimpl
 def before_flow_run(flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> None:
     if logger.isEnabledFor(_DEBUG):
@@ -137,12 +163,12 @@ def after_flow_run(
 @hookimpl
 def before_step_run(flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
     if logger.isEnabledFor(_DEBUG):
-        logger.debug(
-            "flow %s run %s: step %s at %s started (attempt %d)",
-            flow.name,
-            run.id,
-            step.name,
-            step.path,
+        _step_log(
+            _DEBUG,
+            flow,
+            run,
+            step,
+            "started (attempt %d)",
             attempt,
             extra=_step_extra("step_started", flow, run, step, adf_attempt=attempt),
         )
@@ -158,12 +184,12 @@ def after_step_run(
     attempt: int,
 ) -> None:
     if logger.isEnabledFor(_DEBUG):
-        logger.debug(
-            "flow %s run %s: step %s at %s finished in %.6fs (attempt %d)",
-            flow.name,
-            run.id,
-            step.name,
-            step.path,
+        _step_log(
+            _DEBUG,
+            flow,
+            run,
+            step,
+            "finished in %.6fs (attempt %d)",
             duration,
             attempt,
             extra=_step_extra(
@@ -200,12 +226,12 @@ def on_step_error(
     if isinstance(error, asyncio.CancelledError):
         extra["adf_event"] = "step_cancelled"
         if logger.isEnabledFor(_DEBUG):
-            logger.debug(
-                "flow %s run %s: step %s at %s cancelled after %.6fs",
-                flow.name,
-                run.id,
-                step.name,
-                step.path,
+            _step_log(
+                _DEBUG,
+                flow,
+                run,
+                step,
+                "cancelled after %.6fs",
                 duration,
                 extra=extra,
             )
@@ -215,23 +241,23 @@ def on_step_error(
         # the step's failure
         if logger.isEnabledFor(_DEBUG):
             extra["adf_event"] = "step_attempt_failed"
-            logger.debug(
-                "flow %s run %s: step %s at %s attempt %d failed: %s",
-                flow.name,
-                run.id,
-                step.name,
-                step.path,
+            _step_log(
+                _DEBUG,
+                flow,
+                run,
+                step,
+                "attempt %d failed: %s",
                 attempt,
                 type(error).__name__,
                 extra=extra,
             )
         return
-    logger.error(
-        "flow %s run %s: step %s at %s failed after %.6fs (attempt %d): %s",
-        flow.name,
-        run.id,
-        step.name,
-        step.path,
+    _step_log(
+        logging.ERROR,
+        flow,
+        run,
+        step,
+        "failed after %.6fs (attempt %d): %s",
         duration,
         attempt,
         type(error).__name__,
@@ -250,12 +276,12 @@ def on_step_skipped(
 ) -> None:
     if logger.isEnabledFor(_DEBUG):
         why = f"missing {list(missing)}" if missing else "its block was not taken"
-        logger.debug(
-            "flow %s run %s: step %s at %s not taken: %s",
-            flow.name,
-            run.id,
-            step.name,
-            step.path,
+        _step_log(
+            _DEBUG,
+            flow,
+            run,
+            step,
+            "not taken: %s",
             why,
             extra=_step_extra(
                 "step_skipped", flow, run, step, adf_missing=missing, adf_keys=available
@@ -272,12 +298,12 @@ def on_step_retry(
     attempt: int,
     delay: float,
 ) -> None:
-    logger.warning(
-        "flow %s run %s: step %s at %s failed on attempt %d (%s: %s); retrying in %.3fs",
-        flow.name,
-        run.id,
-        step.name,
-        step.path,
+    _step_log(
+        logging.WARNING,
+        flow,
+        run,
+        step,
+        "failed on attempt %d (%s: %s); retrying in %.3fs",
         attempt,
         type(error).__name__,
         error,
@@ -346,23 +372,22 @@ def on_rate_change(
     more = {"adf_rate": rate, "adf_previous_rate": previous, "adf_pause": pause}
     if error is None:
         if logger.isEnabledFor(_DEBUG):
-            logger.debug(
-                "flow %s run %s: step %s at %s rate recovers to %.3g/s",
-                flow.name,
-                run.id,
-                step.name,
-                step.path,
+            _step_log(
+                _DEBUG,
+                flow,
+                run,
+                step,
+                "rate recovers to %.3g/s",
                 rate,
                 extra=_step_extra("rate_recovered", flow, run, step, **more),
             )
         return
-    logger.warning(
-        "flow %s run %s: step %s at %s was told to slow down (%s: %s): paused %.3fs, "
-        "rate %.3g/s (was %.3g/s)",
-        flow.name,
-        run.id,
-        step.name,
-        step.path,
+    _step_log(
+        logging.WARNING,
+        flow,
+        run,
+        step,
+        "was told to slow down (%s: %s): paused %.3fs, rate %.3g/s (was %.3g/s)",
         type(error).__name__,
         error,
         pause,
@@ -375,12 +400,12 @@ def on_rate_change(
 @hookimpl
 def on_dead_letter(flow: DataFlow, run: RunInfo, step: StepInfo, letter: DeadLetter) -> None:
     where = f" record {list(letter.record)}" if letter.record else ""
-    logger.warning(
-        "flow %s run %s: step %s at %s failed for good (%s: %s); %s written to dead letters",
-        flow.name,
-        run.id,
-        step.name,
-        step.path,
+    _step_log(
+        logging.WARNING,
+        flow,
+        run,
+        step,
+        "failed for good (%s: %s); %s written to dead letters",
         letter.error_type,
         letter.message,
         f"its{where} input" if where else "the run's arguments",
@@ -405,24 +430,24 @@ def on_breaker_change(
         more["adf_retry_in"] = retry_in
         if error is not None:
             more["adf_error"] = type(error).__name__
-        logger.warning(
-            "flow %s run %s: step %s at %s circuit breaker opened (%s: %s); trial call in %.3fs",
-            flow.name,
-            run.id,
-            step.name,
-            step.path,
+        _step_log(
+            logging.WARNING,
+            flow,
+            run,
+            step,
+            "circuit breaker opened (%s: %s); trial call in %.3fs",
             type(error).__name__ if error is not None else None,
             error,
             retry_in or 0.0,
             extra=_step_extra("breaker_open", flow, run, step, **more),
         )
         return
-    logger.info(
-        "flow %s run %s: step %s at %s circuit breaker %s (was %s)",
-        flow.name,
-        run.id,
-        step.name,
-        step.path,
+    _step_log(
+        logging.INFO,
+        flow,
+        run,
+        step,
+        "circuit breaker %s (was %s)",
         state.replace("_", "-"),
         previous.replace("_", "-"),
         extra=_step_extra(f"breaker_{state}", flow, run, step, **more),

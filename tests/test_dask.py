@@ -103,12 +103,13 @@ def tasks_of(name: str, dask_scheduler: Any) -> list[str]:
     return [str(k) for k in dask_scheduler.tasks if f"asyncdataflow.map-{name}-" in str(k)]
 
 
-async def until_forgotten(client: Any, name: str) -> list[str]:
+async def until_forgotten(client: Any, name: str, within: float = 30.0) -> list[str]:
     """Wait until the scheduler holds no task of the maps of ``name`` (a cancel is a
-    message the scheduler handles a moment later), or 30 s pass; what it holds."""
+    message the scheduler handles a moment later), or ``within`` seconds pass; what it
+    holds. The scheduler is another process: its state is polled, there is no event."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while (held := await client.run_on_scheduler(tasks_of, name)) and loop.time() < deadline:
+    deadline = loop.time() + within
+    while (held := await client.run_on_scheduler(tasks_of, name)) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     return held
 
@@ -131,6 +132,8 @@ class HoldsASocket:
 
 
 # --- the cluster, the clients, the server ---------------------------------------------
+# Every test that takes `cluster`, `sync_client` or `client` waits for a two-process
+# LocalCluster: those are marked slow; the CLI refusals below start no cluster.
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +272,7 @@ async def test_ten_thousand_inputs_give_flow_maps_results_in_order(
     assert ran_on <= await workers_of(client)
 
 
+@pytest.mark.slow
 async def test_a_synchronous_client_works_from_inside_a_running_loop(
     sync_client: Any, server: tuple[str, Server]
 ) -> None:
@@ -296,18 +300,24 @@ async def test_a_synchronous_client_works_from_inside_a_running_loop(
     assert as_comparable(without_where(remote)) == as_comparable(without_where(local))
 
 
+@pytest.mark.slow
 async def test_the_first_failure_is_raised_after_the_results_before_it(client: Any) -> None:
     flow = DataFlow((fail_at,), name="fails-at-137")
     inputs = ({"x": i, "bad": 137} for i in range(1000))
     got: list[Any] = []
     held_while_running: list[str] = []
-    with pytest.raises(KeyError, match="input 137 is bad") as caught:
+
+    async def consume() -> None:
+        nonlocal held_while_running
         async for r in asyncdataflow.dask.map(
             flow, inputs, client=client, concurrency=4, chunk_size=50, max_pending=4
         ):
             if not got:
                 held_while_running = await client.run_on_scheduler(tasks_of, "fails-at-137")
             got.append(r)
+
+    with pytest.raises(KeyError, match="input 137 is bad") as caught:
+        await consume()
     assert got == [{"y": i} for i in range(137)]
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "raised on worker tcp://" in notes
@@ -317,6 +327,7 @@ async def test_the_first_failure_is_raised_after_the_results_before_it(client: A
     assert await until_forgotten(client, "fails-at-137") == []
 
 
+@pytest.mark.slow
 async def test_return_exceptions_yields_each_failure_in_its_place(client: Any) -> None:
     flow = DataFlow((fail_at,))
     inputs = [{"x": i, "bad": i if i % 10 == 3 else -1} for i in range(95)]
@@ -335,6 +346,7 @@ async def test_return_exceptions_yields_each_failure_in_its_place(client: Any) -
             assert r == {"y": i}
 
 
+@pytest.mark.slow
 async def test_an_async_input_iterable_works_too(client: Any) -> None:
     async def inputs() -> AsyncIterator[dict[str, int]]:
         for i in range(25):
@@ -350,6 +362,7 @@ async def test_an_async_input_iterable_works_too(client: Any) -> None:
     assert remote == [{"y": i * i} for i in range(25)]
 
 
+@pytest.mark.slow
 async def test_an_input_that_is_not_a_mapping_is_named(client: Any) -> None:
     flow = DataFlow((square,))
     with pytest.raises(DataFlowCallError, match=r"input #3 is a int"):
@@ -359,6 +372,7 @@ async def test_an_input_that_is_not_a_mapping_is_named(client: Any) -> None:
             pass
 
 
+@pytest.mark.slow
 async def test_bad_arguments_are_refused_when_map_is_called(client: Any) -> None:
     flow = DataFlow((square,))
     for bad in ({"concurrency": 0}, {"chunk_size": 0}, {"max_pending": 0}, {"retries": -1}):
@@ -374,6 +388,7 @@ async def test_bad_arguments_are_refused_when_map_is_called(client: Any) -> None
 # --- bounded -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_max_pending_chunks_are_never_exceeded(client: Any) -> None:
     """Counted from outside: a chunk is submitted once its inputs have been read, and
     consumed once all its results have been yielded. At every read, the chunks read but
@@ -407,6 +422,7 @@ async def test_max_pending_chunks_are_never_exceeded(client: Any) -> None:
     assert worst == max_pending  # reached (the cluster was kept busy), never exceeded
 
 
+@pytest.mark.slow
 async def test_closing_the_iterator_early_cancels_the_pending_chunks(client: Any) -> None:
     flow = DataFlow((square,), name="closed-early")
     runs = asyncdataflow.dask.map(
@@ -425,6 +441,7 @@ async def test_closing_the_iterator_early_cancels_the_pending_chunks(client: Any
 @pytest.mark.parametrize(
     ("holder", "what"), [(HoldsALock, "lock"), (HoldsASocket, "socket")], ids=["lock", "socket"]
 )
+@pytest.mark.slow
 async def test_an_unpicklable_flow_is_refused_before_anything_is_submitted(
     client: Any, holder: type[Any], what: str
 ) -> None:
@@ -451,6 +468,7 @@ async def test_an_unpicklable_flow_is_refused_before_anything_is_submitted(
     assert pulled == []  # no input read, so no chunk could have been submitted
 
 
+@pytest.mark.slow
 async def test_a_flow_with_its_own_executor_is_refused_saying_why(client: Any) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -463,6 +481,7 @@ async def test_a_flow_with_its_own_executor_is_refused_saying_why(client: Any) -
 # --- what the workers open is closed -----------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_http_sessions_opened_on_the_workers_are_closed(
     client: Any, server: tuple[str, Server]
 ) -> None:
@@ -495,6 +514,7 @@ def mysql_tables() -> Iterator[Tables]:
         made.drop()
 
 
+@pytest.mark.slow
 async def test_mysql_pools_opened_on_the_workers_are_closed(
     client: Any, mysql_tables: Tables
 ) -> None:

@@ -169,6 +169,7 @@ def on_dask_worker(x: int) -> dict[str, Any]:
     return {"y": x * 2, "worker": distributed.get_worker().address}
 
 
+@pytest.mark.slow  # starts a dask LocalCluster
 def test_a_dask_clusters_executor_runs_sync_steps_on_a_dask_worker() -> None:
     distributed = pytest.importorskip("distributed")
     with (

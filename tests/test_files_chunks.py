@@ -15,7 +15,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _peak_rss import PEAK_RSS
 
+from asyncdataflow import DataFlow, step
 from asyncdataflow.plugins import files
 from asyncdataflow.plugins.files import FilesArgumentError
 
@@ -157,32 +159,24 @@ def test_bad_chunk_options_are_refused_when_the_step_is_built(fmt, size, match):
         files.reader("x", format=fmt, chunk_size=size)
 
 
-CHILD = textwrap.dedent(
+CHILD = PEAK_RSS + textwrap.dedent(
     """
-    import asyncio, resource, sys
+    import asyncio, sys
+    from asyncdataflow import DataFlow, step
     from asyncdataflow.plugins import files
 
-    def transform(data):
+    count = 0
+
+    async def transform(data):
+        global count
+        count += len(data)
         return {"data": [{"id": r["id"], "total": r["qty"] * r["price"]} for r in data]}
 
     async def main(src, dst):
         reader = files.reader(src, format="jsonl", chunk_size=1000)
         writer = files.writer(dst, format="jsonl", mode="append")
-        count = 0
-        async for record in reader():
-            out = transform(record["data"])
-            await writer(**out)
-            count += len(out["data"])
+        await DataFlow((step(reader, window=4), transform, writer))()
         print(count, peak_rss())
-
-    def peak_rss():
-        # VmHWM is this program's own peak: ru_maxrss keeps the peak of the process
-        # image before exec, here the test run that started us (hundreds of MiB)
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
@@ -211,3 +205,22 @@ def test_a_jsonl_file_larger_than_200_mib_streams_in_bounded_memory(tmp_path: Pa
     # the whole-file reader peaks at several times the file size; streaming stays near
     # the interpreter's own footprint
     assert peak < size / 3, f"peak RSS {peak / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB file"
+
+
+async def test_in_a_flow_each_record_is_transformed_and_appended_in_order(tmp_path: Path):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(f'{{"n": {n}}}\n' for n in range(2500)))
+
+    async def double(data):
+        return {"data": [{"n": r["n"] * 2} for r in data]}
+
+    reader = files.reader(src, format="jsonl", chunk_size=100)
+    sizes = [len(r["data"]) async for r in DataFlow((reader, double)).stream()]
+    assert sizes == [100] * 25
+    flow = DataFlow(
+        (step(reader, window=3), double, files.writer(dst, format="jsonl", mode="append"))
+    )
+    assert await flow() == {"path": str(dst)}
+    assert [json.loads(line)["n"] for line in dst.read_text().splitlines()] == [
+        n * 2 for n in range(2500)
+    ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from asyncdataflow import DataFlow, step
 from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.plugins import http
 
@@ -252,3 +253,46 @@ def test_max_pages_defaults_to_100_and_to_no_limit_with_stream():
     assert http.reader("http://127.0.0.1/x", paginate="link")._max_pages == 100
     assert http.reader("http://127.0.0.1/x", paginate="link", stream=True)._max_pages > 10**9
     assert http.reader("http://127.0.0.1/x", stream=True, max_pages=5)._max_pages == 5
+
+
+# -- in a flow: pages pipelined through the window ---------------------------------------
+
+
+async def test_with_window_4_the_next_page_is_requested_while_earlier_ones_are_written(
+    server: Server,
+):
+    window = 4
+    server.gates = {0: asyncio.Event()}
+    server.gates[0].set()
+    written: list[int] = []
+    writing = 0  # writes started and not finished
+    held_peak = 0
+
+    def held() -> int:
+        # pages requested (or answered, or being written) whose write has not finished
+        return len(server.requested) - len(written)
+
+    async def write(page: dict) -> dict:
+        nonlocal writing, held_peak
+        k = page["page"]
+        writing += 1
+        held_peak = max(held_peak, held())
+        if k + 1 < PAGES:
+            server.gates.setdefault(k + 1, asyncio.Event()).set()  # let page k+1 answer
+            await server.seen(k + 1).wait()  # its request comes before this write ends
+        held_peak = max(held_peak, held())
+        written.append(k)
+        writing -= 1
+        return {"written": k}
+
+    reader = http.reader(f"{server.base}/pages", paginate=next_page, stream=True, key="page")
+    flow = DataFlow((step(reader, window=window), write))
+    try:
+        async with asyncio.timeout(120):  # a hang guard: without pipelining, write(0) waits forever
+            result = await flow()
+    finally:
+        await flow.aclose()
+    assert result == {"written": PAGES - 1}
+    assert written == list(range(PAGES))  # in order
+    assert server.requested == list(range(PAGES))
+    assert 1 < held_peak <= window  # pipelined, and never more than the window held

@@ -15,7 +15,9 @@ from typing import Any
 import aiomysql
 import pytest
 from _mysql_server import NOWHERE, Tables, one_connection_pool, sql
+from _peak_rss import PEAK_RSS
 
+from asyncdataflow import DataFlow, step
 from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.plugins import mysql
 
@@ -146,26 +148,24 @@ async def test_a_failing_query_raises_and_leaves_the_connection_usable(
         await pool.wait_closed()
 
 
-CHILD = textwrap.dedent(
+CHILD = PEAK_RSS + textwrap.dedent(
     """
     import asyncio, sys
+    from asyncdataflow import DataFlow, step
     from asyncdataflow.plugins import mysql
+
+    count = 0
+
+    def counted(rowcount):
+        global count
+        count += rowcount
 
     async def main(url, src, dst):
         reader = mysql.reader(f"SELECT id, v FROM `{src}`", url=url, chunk_size=5000)
         writer = mysql.writer(dst, url=url, batch_size=5000)
-        count = 0
-        try:
-            async for record in reader():
-                count += (await writer(**record))["rowcount"]
-        finally:
-            await reader.aclose()
-            await writer.aclose()
-        # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's RSS at fork
-        # across exec, so a big pytest process (say, after a Dask cluster) would fail this
-        with open("/proc/self/status") as status:
-            hwm = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
-        print(count, hwm * 1024)
+        async with DataFlow((step(reader, window=2), writer, counted)) as flow:
+            await flow()
+        print(count, peak_rss())
 
     asyncio.run(main(*sys.argv[1:]))
     """
@@ -187,3 +187,14 @@ def test_a_million_rows_are_copied_table_to_table_in_bounded_memory(mysql_url: s
     assert sql(f"SELECT COUNT(*), SUM(id) FROM `{dst}`") == [(1_000_000, 499_999_500_000)]
     # a million rows as dicts take several hundred MiB; the stream holds one chunk
     assert peak < 150 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+async def test_in_a_flow_a_table_is_copied_record_by_record(mysql_url: str, tables: Tables):
+    src = filled(tables, 1234)
+    dst = tables.create("id INT PRIMARY KEY, v VARCHAR(40) NOT NULL")
+    reader = mysql.reader(f"SELECT id, v FROM `{src}` ORDER BY id", url=mysql_url, chunk_size=100)
+    writer = mysql.writer(dst, url=mysql_url)
+    async with DataFlow((step(reader, window=3), writer)) as flow:
+        counts = [r["rowcount"] async for r in flow.stream()]
+    assert counts == [100] * 12 + [34]
+    assert sql(f"SELECT COUNT(*), SUM(id) FROM `{dst}`") == [(1234, 1234 * 1233 // 2)]

@@ -713,3 +713,23 @@ async def test_the_log_plugin_names_the_record(caplog: pytest.LogCaptureFixture)
         await flow(n=2)
     records = [r.adf_record for r in caplog.records if getattr(r, "adf_step", None) == "work"]
     assert sorted(set(records)) == [(0,), (1,)]
+
+
+def test_a_flow_without_sources_generates_no_stream_code() -> None:
+    async def one(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    async def two(x: int) -> dict[str, int]:
+        return {"y": x}
+
+    plain = DataFlow((one, (two, one), two))
+    assert "emit" not in plain.source
+    assert "SRC" not in plain.source
+    assert "async def seq_1(d, run, init):" in plain.source
+
+    async def numbers(n: int) -> AsyncIterator[dict[str, int]]:
+        yield {"x": n}
+
+    streaming = DataFlow((numbers, one, two))
+    assert "emit=None" in streaming.source
+    assert "SRC" in streaming.source

@@ -81,15 +81,25 @@ def _read_json(path: str, owner: str) -> dict[str, Any]:
     return value
 
 
-class FileCheckpoints:
-    """A checkpoint store in one JSON file: ``{"<flow name>": {"<source>": position}}``."""
+class _FileStore:
+    """What both stores share: the absolute path, the owner named in errors, the repr."""
+
+    _owner: str  # how a user built it, e.g. "files.checkpoints()"
 
     def __init__(self, path: Any) -> None:
-        self._owner = "files.checkpoints()"
         self.path = _path(self._owner, path)
 
     def __repr__(self) -> str:
-        return f"<files.checkpoints {self.path}>"
+        return f"<{self._owner.removesuffix('()')} {self.path}>"
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FileCheckpoints(_FileStore):
+    """A checkpoint store in one JSON file: ``{"<flow name>": {"<source>": position}}``."""
+
+    _owner = "files.checkpoints()"
 
     async def load(self, name: str) -> dict[str, Any]:
         check_name(self._owner, name)
@@ -109,19 +119,11 @@ class FileCheckpoints:
             stored[name] = positions
             _replace(self.path, json.dumps(stored, ensure_ascii=False, indent=1).encode())
 
-    async def aclose(self) -> None:
-        return None
 
-
-class FileDeadLetters:
+class FileDeadLetters(_FileStore):
     """A dead-letter sink in a JSON Lines file: one letter a line, each with an ``id``."""
 
-    def __init__(self, path: Any) -> None:
-        self._owner = "files.dead_letters()"
-        self.path = _path(self._owner, path)
-
-    def __repr__(self) -> str:
-        return f"<files.dead_letters {self.path}>"
+    _owner = "files.dead_letters()"
 
     async def put(self, letter: DeadLetter) -> None:
         if letter.id is None:
@@ -183,9 +185,6 @@ class FileDeadLetters:
                 _replace(self.path, "".join(ltr.to_json() + "\n" for ltr in keep).encode())
             finally:
                 os.close(fd)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _with_id(letter: DeadLetter, id: str) -> DeadLetter:

@@ -10,7 +10,7 @@ import os
 import secrets
 import stat
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 try:
@@ -321,7 +321,7 @@ class Writer(_FileStep):
             raise
         return opened.path
 
-    async def _cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _cleanup(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` to its end even if this call is cancelled (again) meanwhile."""
         task = asyncio.ensure_future(coro)
         self._cleanups.add(task)
@@ -385,7 +385,7 @@ class Writer(_FileStep):
             payload = [b"".join(await self._encode(data, path, header))]
         if size:
             bom = byte_order_mark(self.encoding)
-            if bom and payload[0].startswith(bom):  # a BOM starts a file, not a batch
+            if bom and bytes(payload[0][: len(bom)]) == bom:  # a BOM starts a file only
                 payload = [payload[0][len(bom) :]]
             # A file another program left without a final line end: start a new line
             # rather than glue the first record onto its last.

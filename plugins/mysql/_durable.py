@@ -26,10 +26,11 @@ class _TableStore(MySQLStep):
     """A MySQL step that owns one table, created on first use in each event loop."""
 
     _ddl = ""
+    _step = ""  # how a user built it, e.g. "mysql.checkpoints()"
 
-    def __init__(self, step: str, url: str | None, table: str, pool: Any) -> None:
-        super().__init__(step, url, pool)
-        self.table = quote_table(step, table)
+    def __init__(self, url: str | None, table: str, pool: Any) -> None:
+        super().__init__(self._step, url, pool)
+        self.table = quote_table(self._step, table)
         self._ready: set[asyncio.AbstractEventLoop] = set()
 
     async def _ensure(self, conn: Any) -> None:
@@ -61,9 +62,7 @@ class MySQLCheckpoints(_TableStore):
         "  ON UPDATE CURRENT_TIMESTAMP(6)"
         ") CHARACTER SET utf8mb4"
     )
-
-    def __init__(self, url: str | None, table: str, pool: Any) -> None:
-        super().__init__("mysql.checkpoints()", url, table, pool)
+    _step = "mysql.checkpoints()"
 
     async def load(self, name: str) -> dict[str, Any]:
         check_name(self.__qualname__, name)
@@ -118,9 +117,7 @@ class MySQLDeadLetters(_TableStore):
         " KEY flow (flow)"
         ") CHARACTER SET utf8mb4"
     )
-
-    def __init__(self, url: str | None, table: str, pool: Any) -> None:
-        super().__init__("mysql.dead_letters()", url, table, pool)
+    _step = "mysql.dead_letters()"
 
     async def put(self, letter: DeadLetter) -> None:
         async with self.connection() as conn:
