@@ -69,10 +69,21 @@ logger = logging.getLogger(LOGGER_NAME)
 _DEBUG = logging.DEBUG
 
 
-def _step_extra(
-    event: str, flow: DataFlow, run: RunInfo, step: StepInfo, **more: Any
-) -> dict[str, Any]:
-    return {
+def _step_log(
+    level: int,
+    event: str,
+    flow: DataFlow,
+    run: RunInfo,
+    step: StepInfo,
+    what: str,
+    *args: Any,
+    exc_info: BaseException | None = None,
+    **more: Any,
+) -> None:
+    """Log ``what % args`` about one step, after the words naming its flow, run, step and
+    place, with the ``extra`` fields every step record carries plus ``more``; the record's
+    source line is that of the hook that called this."""
+    extra = {
         "adf_event": event,
         "adf_flow": flow.name,
         "adf_run_id": run.id,
@@ -81,20 +92,6 @@ def _step_extra(
         "adf_record": run.record if run is not None else (),
         **more,
     }
-
-
-def _step_log(
-    level: int,
-    flow: DataFlow,
-    run: RunInfo,
-    step: StepInfo,
-    what: str,
-    *args: Any,
-    extra: dict[str, Any],
-    exc_info: BaseException | None = None,
-) -> None:
-    """Log ``what % args`` about one step, after the words naming its flow, run, step and
-    place; the record's source line is the hook's that called this."""
     logger.log(
         level,
         "flow %s run %s: step %s at %s " + what,
@@ -164,14 +161,9 @@ def after_flow_run(
 def before_step_run(flow: DataFlow, run: RunInfo, step: StepInfo, attempt: int) -> None:
     if logger.isEnabledFor(_DEBUG):
         _step_log(
-            _DEBUG,
-            flow,
-            run,
-            step,
-            "started (attempt %d)",
-            attempt,
-            extra=_step_extra("step_started", flow, run, step, adf_attempt=attempt),
-        )
+            _DEBUG, "step_started", flow, run, step, "started (attempt %d)", attempt,
+            adf_attempt=attempt,
+        )  # fmt: skip
 
 
 @hookimpl
@@ -185,23 +177,10 @@ def after_step_run(
 ) -> None:
     if logger.isEnabledFor(_DEBUG):
         _step_log(
-            _DEBUG,
-            flow,
-            run,
-            step,
-            "finished in %.6fs (attempt %d)",
-            duration,
-            attempt,
-            extra=_step_extra(
-                "step_finished",
-                flow,
-                run,
-                step,
-                adf_attempt=attempt,
-                adf_duration=duration,
-                adf_keys=tuple(result),
-            ),
-        )
+            _DEBUG, "step_finished", flow, run, step, "finished in %.6fs (attempt %d)",
+            duration, attempt,
+            adf_attempt=attempt, adf_duration=duration, adf_keys=tuple(result),
+        )  # fmt: skip
 
 
 @hookimpl
@@ -214,56 +193,33 @@ def on_step_error(
     duration: float,
     final: bool,
 ) -> None:
-    extra = _step_extra(
-        "step_failed",
-        flow,
-        run,
-        step,
-        adf_attempt=attempt,
-        adf_duration=duration,
-        adf_error=type(error).__name__,
-    )
+    more: dict[str, Any] = {
+        "adf_attempt": attempt,
+        "adf_duration": duration,
+        "adf_error": type(error).__name__,
+    }
     if isinstance(error, asyncio.CancelledError):
-        extra["adf_event"] = "step_cancelled"
         if logger.isEnabledFor(_DEBUG):
             _step_log(
-                _DEBUG,
-                flow,
-                run,
-                step,
-                "cancelled after %.6fs",
-                duration,
-                extra=extra,
-            )
+                _DEBUG, "step_cancelled", flow, run, step, "cancelled after %.6fs", duration,
+                **more,
+            )  # fmt: skip
         return
     if not final:
         # the runner retries it: on_step_retry logs it at WARNING; this attempt is not
         # the step's failure
         if logger.isEnabledFor(_DEBUG):
-            extra["adf_event"] = "step_attempt_failed"
             _step_log(
-                _DEBUG,
-                flow,
-                run,
-                step,
-                "attempt %d failed: %s",
-                attempt,
-                type(error).__name__,
-                extra=extra,
-            )
+                _DEBUG, "step_attempt_failed", flow, run, step, "attempt %d failed: %s",
+                attempt, type(error).__name__,
+                **more,
+            )  # fmt: skip
         return
     _step_log(
-        logging.ERROR,
-        flow,
-        run,
-        step,
-        "failed after %.6fs (attempt %d): %s",
-        duration,
-        attempt,
-        type(error).__name__,
-        exc_info=error,
-        extra=extra,
-    )
+        logging.ERROR, "step_failed", flow, run, step, "failed after %.6fs (attempt %d): %s",
+        duration, attempt, type(error).__name__,
+        exc_info=error, **more,
+    )  # fmt: skip
 
 
 @hookimpl
@@ -277,16 +233,9 @@ def on_step_skipped(
     if logger.isEnabledFor(_DEBUG):
         why = f"missing {list(missing)}" if missing else "its block was not taken"
         _step_log(
-            _DEBUG,
-            flow,
-            run,
-            step,
-            "not taken: %s",
-            why,
-            extra=_step_extra(
-                "step_skipped", flow, run, step, adf_missing=missing, adf_keys=available
-            ),
-        )
+            _DEBUG, "step_skipped", flow, run, step, "not taken: %s", why,
+            adf_missing=missing, adf_keys=available,
+        )  # fmt: skip
 
 
 @hookimpl
@@ -299,25 +248,11 @@ def on_step_retry(
     delay: float,
 ) -> None:
     _step_log(
-        logging.WARNING,
-        flow,
-        run,
-        step,
+        logging.WARNING, "step_retry", flow, run, step,
         "failed on attempt %d (%s: %s); retrying in %.3fs",
-        attempt,
-        type(error).__name__,
-        error,
-        delay,
-        extra=_step_extra(
-            "step_retry",
-            flow,
-            run,
-            step,
-            adf_attempt=attempt,
-            adf_delay=delay,
-            adf_error=type(error).__name__,
-        ),
-    )
+        attempt, type(error).__name__, error, delay,
+        adf_attempt=attempt, adf_delay=delay, adf_error=type(error).__name__,
+    )  # fmt: skip
 
 
 @hookimpl
@@ -369,50 +304,32 @@ def on_rate_change(
     pause: float,
     error: BaseException | None,
 ) -> None:
-    more = {"adf_rate": rate, "adf_previous_rate": previous, "adf_pause": pause}
+    more: dict[str, Any] = {"adf_rate": rate, "adf_previous_rate": previous, "adf_pause": pause}
     if error is None:
         if logger.isEnabledFor(_DEBUG):
             _step_log(
-                _DEBUG,
-                flow,
-                run,
-                step,
-                "rate recovers to %.3g/s",
-                rate,
-                extra=_step_extra("rate_recovered", flow, run, step, **more),
-            )
+                _DEBUG, "rate_recovered", flow, run, step, "rate recovers to %.3g/s", rate,
+                **more,
+            )  # fmt: skip
         return
     _step_log(
-        logging.WARNING,
-        flow,
-        run,
-        step,
+        logging.WARNING, "rate_limited", flow, run, step,
         "was told to slow down (%s: %s): paused %.3fs, rate %.3g/s (was %.3g/s)",
-        type(error).__name__,
-        error,
-        pause,
-        rate,
-        previous,
-        extra=_step_extra("rate_limited", flow, run, step, adf_error=type(error).__name__, **more),
-    )
+        type(error).__name__, error, pause, rate, previous,
+        adf_error=type(error).__name__, **more,
+    )  # fmt: skip
 
 
 @hookimpl
 def on_dead_letter(flow: DataFlow, run: RunInfo, step: StepInfo, letter: DeadLetter) -> None:
     where = f" record {list(letter.record)}" if letter.record else ""
     _step_log(
-        logging.WARNING,
-        flow,
-        run,
-        step,
+        logging.WARNING, "dead_letter", flow, run, step,
         "failed for good (%s: %s); %s written to dead letters",
-        letter.error_type,
-        letter.message,
+        letter.error_type, letter.message,
         f"its{where} input" if where else "the run's arguments",
-        extra=_step_extra(
-            "dead_letter", flow, run, step, adf_error=letter.error_type, adf_record=letter.record
-        ),
-    )
+        adf_error=letter.error_type, adf_record=letter.record,
+    )  # fmt: skip
 
 
 @hookimpl
@@ -431,24 +348,14 @@ def on_breaker_change(
         if error is not None:
             more["adf_error"] = type(error).__name__
         _step_log(
-            logging.WARNING,
-            flow,
-            run,
-            step,
+            logging.WARNING, "breaker_open", flow, run, step,
             "circuit breaker opened (%s: %s); trial call in %.3fs",
-            type(error).__name__ if error is not None else None,
-            error,
-            retry_in or 0.0,
-            extra=_step_extra("breaker_open", flow, run, step, **more),
-        )
+            type(error).__name__ if error is not None else None, error, retry_in or 0.0,
+            **more,
+        )  # fmt: skip
         return
     _step_log(
-        logging.INFO,
-        flow,
-        run,
-        step,
-        "circuit breaker %s (was %s)",
-        state.replace("_", "-"),
-        previous.replace("_", "-"),
-        extra=_step_extra(f"breaker_{state}", flow, run, step, **more),
-    )
+        logging.INFO, f"breaker_{state}", flow, run, step, "circuit breaker %s (was %s)",
+        state.replace("_", "-"), previous.replace("_", "-"),
+        **more,
+    )  # fmt: skip

@@ -109,6 +109,7 @@ def _commit_many(path: str, name: str, count: int) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow  # two spawned processes, 40 locked, fsync'd rewrites each
 def test_two_processes_committing_to_one_file_lose_neither_name(tmp_path: Path) -> None:
     path = str(tmp_path / "state.json")
     ctx = multiprocessing.get_context("spawn")

@@ -280,6 +280,7 @@ async def test_unserialisable_data_creates_no_directory(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # a 256 MiB payload, on purpose
 async def test_writer_cancelled_mid_write_leaves_old_file_and_no_temporary_file(
     tmp_path: Path,
 ) -> None:
@@ -510,6 +511,7 @@ async def ticks_during(awaitable: Any) -> tuple[Any, int]:
     return result, ticks - start
 
 
+@pytest.mark.slow  # writes and reads ~33 MB, twice
 @pytest.mark.parametrize("atomic", [True, False])
 async def test_loop_keeps_ticking_while_a_large_text_file_is_written_and_read(
     tmp_path: Path, atomic: bool
@@ -523,6 +525,7 @@ async def test_loop_keeps_ticking_while_a_large_text_file_is_written_and_read(
     assert read_ticks > 2
 
 
+@pytest.mark.slow  # writes and reads ~25 MB
 async def test_loop_keeps_ticking_while_large_jsonl_is_written_and_read(tmp_path: Path) -> None:
     records = [{"id": n, "name": f"record {n}", "payload": "p" * 200} for n in range(100_000)]
     path = tmp_path / "big.jsonl"  # ~25 MB

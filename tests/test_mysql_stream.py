@@ -87,6 +87,7 @@ async def test_the_connection_is_held_while_the_stream_runs(mysql_url: str, tabl
         await pool.wait_closed()
 
 
+@pytest.mark.slow  # fills a 300,000-row table for each of the three ways
 @pytest.mark.parametrize("how", ["aclose", "cancel", "failure"])
 async def test_stopping_mid_stream_gives_the_connection_back_clean(
     mysql_url: str, tables: Tables, how: str
