@@ -43,6 +43,7 @@ from . import exceptions  # noqa: E402
 from ._protect import Breaker, Rate  # noqa: E402
 from ._wiring import Explanation, StepWiring  # noqa: E402
 from .args_mapper import args_mapper  # noqa: E402
+from .durable import Record, resume_position  # noqa: E402
 from .flow import DataFlow  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .info import RunInfo, StepInfo  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "DataFlow",
     "Explanation",
     "Rate",
+    "Record",
     "Retry",
     "RunInfo",
     "StepInfo",
@@ -67,6 +69,7 @@ __all__ = [
     "hookimpl",
     "inline",
     "register_plugin",
+    "resume_position",
     "step",
     "unregister_plugin",
 ]

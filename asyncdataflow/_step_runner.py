@@ -129,6 +129,18 @@ class StepRunner:
         await post(self.hooks, self.flow, run, self.info, error, letter_input, attempts)
         error.add_note(f"asyncdataflow: written to dead letters {self.info.dead_letter!r}")
 
+    async def pause_before_retry(
+        self, run: RunInfo | None, attempt: int, error: BaseException, delay: float
+    ) -> None:
+        """Tell ``on_step_retry`` that attempt ``attempt`` failed and another follows,
+        then wait ``delay`` seconds (the step and a source share this)."""
+        if self.hooks.step_level:
+            self.hooks.emit(
+                "on_step_retry", flow=self.flow, run=run, step=self.info, attempt=attempt,
+                error=error, delay=delay,
+            )  # fmt: skip
+        await asyncio.sleep(delay)
+
     async def __call__(self, data: Data, run: RunInfo | None) -> Data:
         # run is None only in a flow whose steps can call no hook (see DataFlow._build)
         info, hooks, flow = self.info, self.hooks, self.flow
@@ -162,12 +174,7 @@ class StepRunner:
                         if letterable(error):
                             await self._dead_letter(error, data, run, attempt)
                     raise
-                if emit:
-                    emit(
-                        "on_step_retry", flow=flow, run=run, step=info, attempt=attempt,
-                        error=error, delay=delay,
-                    )  # fmt: skip
-                await asyncio.sleep(delay)
+                await self.pause_before_retry(run, attempt, error, delay)
                 attempt += 1
                 continue
             if emit:

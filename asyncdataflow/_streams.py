@@ -30,6 +30,7 @@ from ._limits import semaphore, semaphores_for
 from ._merging import check_result, merge
 from ._notes import note
 from ._step_runner import StepRunner
+from .durable import _RESUME, Record
 from .exceptions import DataFlowFunctionResultError
 from .info import RunInfo
 
@@ -41,6 +42,14 @@ Emit = Callable[[Data], Awaitable[None]]
 Rest = Callable[..., Coroutine[Any, Any, Data]]
 
 _NO_NOTE = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+_UNSET: Any = object()  # a record without a position
+
+
+def _unwrap(item: Any) -> tuple[Any, Any]:
+    """A :class:`Record`'s data (``{}`` for ``None``) and position; any other item as is."""
+    if item.__class__ is Record:
+        return dict(item), item.position
+    return item, _UNSET
 
 
 def _next(gen: Any) -> Any:
@@ -173,6 +182,9 @@ class SourceRunner:
         self.sems = semaphores_for(fn.options) if info.limit else None
         # a record whose step fails for good into a dead-letter sink is dropped
         self.letters = any(s.dead_letter is not None for s in flow.steps)
+        # the flow's checkpoint, when this is the source it tracks
+        ckpt = getattr(flow, "_checkpoint", None)
+        self.ckpt = ckpt if ckpt is not None and ckpt.path == info.path else None
 
     # -- pieces -----------------------------------------------------------------------
 
@@ -272,12 +284,7 @@ class SourceRunner:
                     )  # fmt: skip
                 if delay is None:
                     raise
-                if tell:
-                    tell(
-                        "on_step_retry", flow=flow, run=run, step=info, attempt=attempt,
-                        error=error, delay=delay,
-                    )  # fmt: skip
-                await asyncio.sleep(delay)
+                await self.retries.pause_before_retry(run, attempt, error, delay)
                 attempt += 1
                 continue
             if tell:
@@ -298,6 +305,19 @@ class SourceRunner:
         emit: Emit | None,
         progress: list[Any],
     ) -> Data:
+        token = None
+        if self.ckpt is not None:
+            token = _RESUME.set(await self.ckpt.load())  # what resume_position() returns
+        elif _RESUME.get() is not None:  # inside a record of the tracked source
+            token = _RESUME.set(None)  # this source starts from its beginning
+        try:
+            return await self._drive_open(kw, d, rest, run, init, emit, progress)
+        finally:
+            if token is not None:
+                _RESUME.reset(token)
+
+    async def _drive_open(self, kw: Data, d: Data, rest: Rest | None, *args: Any) -> Data:
+        run, init, emit, progress = args
         try:
             source = self.open(kw)
         except BaseException as error:
@@ -356,13 +376,17 @@ class SourceRunner:
     ) -> Data:
         """Window 1: one record at a time, in the caller's task."""
         combine = None if self.visibility == "previous" else self.combine
+        ckpt = self.ckpt
         out = d
         index = 0
         in_record = False  # tells a record's failure from the source's own
         try:
             async for item in source.items():
+                pos = _UNSET
                 if item.__class__ is not dict:
-                    item = check_result(item, self.info)
+                    item, pos = _unwrap(item)
+                    if item.__class__ is not dict:
+                        item = check_result(item, self.info)
                 try:
                     r = item if combine is None else combine(d, item, init)
                     if rest is None:
@@ -378,6 +402,8 @@ class SourceRunner:
                             rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit)
                         )
                         out = out if res is DROPPED else res
+                    if ckpt is not None and pos is not _UNSET:
+                        await ckpt.commit(pos)
                 except BaseException as error:
                     in_record = True
                     self.record_note(error, index)
@@ -407,7 +433,8 @@ class SourceRunner:
         nxt = source.advancer()
         combine = self.combine
         window = self.window
-        pending: deque[tuple[asyncio.Task[Data], int, _Sink | None]] = deque()
+        ckpt = self.ckpt
+        pending: deque[tuple[asyncio.Task[Data], int, _Sink | None, Any]] = deque()
         failed: asyncio.Task[Data] | None = None
         waiter: asyncio.Future[None] | None = None
         advancing = False
@@ -428,15 +455,21 @@ class SourceRunner:
         exhausted = False
         try:
             while True:
+                pos = _UNSET
                 while pending and pending[0][0].done():
                     head = pending[0][0]
                     if head.cancelled() or head.exception() is not None:
                         failed = failed or head  # its done callback may not have run yet
                         break
-                    res = pending.popleft()[0].result()
+                    released = pending.popleft()
+                    res = released[0].result()
                     out = out if res is DROPPED else res
+                    if released[3] is not _UNSET:
+                        pos = released[3]
                     if pending and pending[0][2] is not None:
                         pending[0][2].open()  # the new oldest record may emit
+                if ckpt is not None and pos is not _UNSET:
+                    await ckpt.commit(pos)  # the last record released, all before it done
                 if failed is not None:
                     self._raise(failed, pending)
                 if exhausted:
@@ -446,8 +479,11 @@ class SourceRunner:
                     advancing = True
                     try:
                         item = await nxt()
+                        mark = _UNSET
                         if item.__class__ is not dict:
-                            item = check_result(item, self.info)
+                            item, mark = _unwrap(item)
+                            if item.__class__ is not dict:
+                                item = check_result(item, self.info)
                     except StopAsyncIteration:
                         exhausted = True
                         continue
@@ -476,7 +512,7 @@ class SourceRunner:
                         sink = _Sink(emit, gate)
                         task = loop.create_task(rest(r, rrun, init, sink))
                     task.add_done_callback(done)
-                    pending.append((task, index, sink))
+                    pending.append((task, index, sink, mark))
                     index += 1
                     continue
                 waiter = loop.create_future()
@@ -485,13 +521,13 @@ class SourceRunner:
                 finally:
                     waiter = None
         except BaseException:
-            await cancel_and_wait([t for t, _, _ in pending])
+            await cancel_and_wait([t for t, *_ in pending])
             raise
 
     def _raise(
-        self, failed: asyncio.Task[Data], pending: deque[tuple[asyncio.Task[Data], int, Any]]
+        self, failed: asyncio.Task[Data], pending: deque[tuple[asyncio.Task[Data], int, Any, Any]]
     ) -> None:
-        index = next((i for t, i, _ in pending if t is failed), -1)
+        index = next((i for t, i, *_ in pending if t is failed), -1)
         if failed.cancelled():
             raise asyncio.CancelledError(f"record {index} of source {self.label} was cancelled")
         error = failed.exception()

@@ -18,6 +18,7 @@ needs registering.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import time as _time
@@ -31,10 +32,48 @@ __all__ = [
     "CheckpointStore",
     "DeadLetter",
     "DeadLetterSink",
+    "Record",
     "check_position",
+    "resume_position",
 ]
 
 Positions = dict[str, Any]
+
+
+class Record(dict[str, Any]):
+    """What a source yields to mark a record with its position: a dict (the record's
+    data) with a ``position``.
+
+    ``yield Record({"data": rows}, position=last_id)`` starts a record exactly as
+    ``yield {"data": rows}`` does; in a flow with ``checkpoint=``, ``position`` (a JSON
+    value: the last key read, the next page, a byte offset) is committed when the record
+    and every record before it have finished, and handed back by
+    :func:`resume_position` when the flow runs again. Without ``checkpoint=`` the
+    position is ignored; a caller iterating the source itself gets dicts.
+    """
+
+    __slots__ = ("position",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None, /, position: Any = None) -> None:
+        super().__init__(() if data is None else data)
+        self.position = position
+
+    def __reduce__(self) -> Any:
+        return (Record, (dict(self), self.position))
+
+
+_RESUME: contextvars.ContextVar[Any] = contextvars.ContextVar("asyncdataflow_resume", default=None)
+
+
+def resume_position() -> Any:
+    """The last committed position of the source being started, or ``None`` (no
+    checkpoint, or nothing committed yet).
+
+    Call it in the source's body before its first ``yield`` (the value is set while the
+    flow opens and advances that source): a source that supports resuming starts after
+    that position.
+    """
+    return _RESUME.get()
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from . import plugin_manager as _plugins
+from ._checkpoints import Checkpoint
 from ._codegen import generate
 from ._compiler import Block, Compiler, Fn, guard_missing, unwrap_step
 from ._gather import cancel_and_wait
@@ -72,6 +73,9 @@ class DataFlow:
         dead_letter: a default dead-letter sink for every step without its own: a
             record a step fails on after its retries goes there and the stream goes on
             (see docs/durable.md).
+        checkpoint: a checkpoint store (needs ``name=``): the flow's first top-level
+            source starts after its last committed position, and a record's position
+            is committed, in order, when the record has finished (see docs/durable.md).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class DataFlow:
         name: str | None = None,
         retry: Retry | None = None,
         dead_letter: Any = None,
+        checkpoint: Any = None,
     ) -> None:
         if args_visibility not in _VISIBILITIES:
             raise DataFlowDefinitionError(
@@ -113,6 +118,8 @@ class DataFlow:
         if wiring_error is not None:
             raise wiring_error
         self.steps: tuple[StepInfo, ...] = tuple(fn.info for fn in self.plan.steps())
+        self.checkpoint = checkpoint
+        self._checkpoint = None if checkpoint is None else Checkpoint(self, checkpoint, name)
         # running infinity loops, registered when called (so stop() right after
         # create_task reaches them) and forgotten with their coroutine
         self._loops: weakref.WeakSet[_LoopState] = weakref.WeakSet()
@@ -379,6 +386,8 @@ class DataFlow:
                 close = getattr(obj, "aclose", None)
                 if close is not None and callable(close) and id(obj) not in seen:
                     seen[id(obj)] = obj
+        if self.checkpoint is not None:
+            seen.setdefault(id(self.checkpoint), self.checkpoint)
         return list(seen.values())
 
     async def aclose(self) -> None:

@@ -23,6 +23,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in tes
     ) from error
 
 from asyncdataflow._pickling import PicklesAsConfig
+from asyncdataflow.durable import Record, resume_position
 
 from .._errors import StepArgumentError
 from .._vocab import DATA, check_key, declare_outputs
@@ -192,11 +193,19 @@ class ChunkedReader(Reader):
             self.format, f"chunk_size={chunk_size}"
         )
 
-    async def __call__(self, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:  # type: ignore[override]
+    async def __call__(self, **kwargs: Any) -> AsyncIterator[Record]:  # type: ignore[override]
         path = await self._target(kwargs)
         if self.base_dir is not None:  # checked here; the chunk reader opens it by name
             path = await asyncio.get_running_loop().run_in_executor(None, self._resolve, path)
-        chunks = read_chunks(path, self.format, self.encoding, self.chunk_size, self.key)
+        start = resume_position()
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
+            raise FilesArgumentError(
+                f"{self.name}: the checkpoint holds {start!r:.80} for this source, not a "
+                "byte offset; was the flow's name given to another flow's checkpoint?"
+            )
+        chunks = read_chunks(
+            path, self.format, self.encoding, self.chunk_size, self.key, start or 0
+        )
         async with contextlib.aclosing(chunks):
             async for record in chunks:
                 yield record
