@@ -169,3 +169,34 @@ async def test_files_reader_resumes_after_the_byte_offset(tmp_path: Path, fmt: s
     whole = (await files.reader(path, format=fmt)())["data"]
     assert got == (whole.splitlines() if fmt == "text" else whole)
     assert (await store.load("copy"))["definition[0]"] == path.stat().st_size
+
+
+async def test_mysql_reader_resumes_by_a_column(tmp_path: Path, tables: Any) -> None:
+    from _mysql_server import sql
+
+    from asyncdataflow.plugins import mysql
+
+    table = tables.create("id INT PRIMARY KEY, v VARCHAR(10)")
+    sql(f"INSERT INTO `{table}` VALUES " + ", ".join(f"({n}, '{n}%')" for n in range(1, 26)))
+    store = files.checkpoints(tmp_path / "state.json")
+    got: list[int] = []
+    failed: list[bool] = []
+
+    async def save(data: list[Any]) -> None:
+        got.extend(r["id"] for r in data)
+        if len(got) == 20 and not failed:
+            failed.append(True)
+            raise RuntimeError("stop")
+
+    query = f"SELECT id, v FROM `{table}` WHERE v LIKE '%%'"
+    async with DataFlow(
+        (mysql.reader(query, url=tables.url, chunk_size=10, resume_by="id"), save),
+        name="by-id",
+        checkpoint=store,
+    ) as flow:
+        with pytest.raises(RuntimeError):
+            await flow()
+        assert await store.load("by-id") == {"definition[0]": 10}
+        await flow()
+    assert got == [*range(1, 21), *range(11, 26)]
+    assert await store.load("by-id") == {"definition[0]": 25}

@@ -10,6 +10,8 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal
 
+# aiomysql comes through _common, which says how to install it when it is missing
+from asyncdataflow.durable import Record, resume_position
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import StepArgumentError
@@ -23,8 +25,6 @@ from ._common import (
     quote_table,
     short,
 )
-
-# aiomysql comes through _common, which says how to install it when it is missing
 from ._stream import stream_rows
 
 Mode = Literal["insert", "ignore", "upsert", "replace"]
@@ -116,8 +116,22 @@ class ChunkedReader(Reader):
     generator) yielding ``{"data": [dict, ...]}`` records of at most ``chunk_size`` rows
     from an unbuffered server-side cursor."""
 
-    def __init__(self, query: str, url: str | None, pool: Any, key: str, chunk_size: Any) -> None:
+    def __init__(
+        self,
+        query: str,
+        url: str | None,
+        pool: Any,
+        key: str,
+        chunk_size: Any,
+        resume_by: str | None = None,
+    ) -> None:
         super().__init__(query, url, pool, key)
+        if resume_by is not None and (not isinstance(resume_by, str) or not resume_by):
+            raise DataFlowDefinitionError(
+                f"{self.__qualname__}: resume_by={resume_by!r} must name a unique column "
+                "of the query's result"
+            )
+        self._resume_by = resume_by
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise DataFlowDefinitionError(
                 f"{self.__qualname__}: chunk_size={chunk_size!r} must be an int >= 1 (rows "
@@ -126,10 +140,25 @@ class ChunkedReader(Reader):
         self._chunk_size = chunk_size
 
     async def __call__(self, **kwargs: Any) -> AsyncGenerator[dict[str, Any], None]:  # type: ignore[override]
-        rows = stream_rows(self, self._statement, self._args(kwargs), self._chunk_size, self._key)
+        statement, args = self._statement, self._args(kwargs)
+        column = self._resume_by
+        if column is not None:
+            after = resume_position()
+            quoted = "`" + column.replace("`", "``") + "`"
+            if args is None:
+                statement, args = statement.replace("%", "%%"), {}
+            where = ""
+            if after is not None:
+                where = f" WHERE q.{quoted} > %(asyncdataflow_after)s"
+                args = {**args, "asyncdataflow_after": after}
+            statement = f"SELECT * FROM ({statement}) q{where} ORDER BY q.{quoted}"
+        rows = stream_rows(self, statement, args, self._chunk_size, self._key)
         async with contextlib.aclosing(rows):
             async for record in rows:
-                yield record
+                if column is None:
+                    yield record
+                else:
+                    yield Record(record, position=record[self._key][-1][column])
 
 
 class Execute(_StatementStep):
@@ -365,9 +394,15 @@ def reader(
     pool: Any = None,
     key: str = DATA,
     chunk_size: int | None = None,
+    resume_by: str | None = None,
 ) -> Reader:
     """A step that runs ``query`` and returns ``{"data": [dict, ...]}`` (``{key: ...}``
     with ``key=``).
+
+    ``resume_by="column"`` (with ``chunk_size=``): the query's result ordered by that
+    unique column; each record's position is its last value of the column, and in a
+    flow with ``checkpoint=`` the reader continues after the last committed one
+    (``SELECT * FROM (<query>) q WHERE column > <position> ORDER BY column``).
 
     The query's named placeholders (``%(last_id)s``) are the step's parameters; their
     values are always sent as parameters, never formatted into the text.
@@ -378,7 +413,9 @@ def reader(
     to the pool clean when the source ends, fails or is closed. See docs/mysql.md.
     """
     if chunk_size is not None:
-        return ChunkedReader(query, url, pool, key, chunk_size)
+        return ChunkedReader(query, url, pool, key, chunk_size, resume_by)
+    if resume_by is not None:
+        raise DataFlowDefinitionError("mysql.reader(): resume_by= needs chunk_size=")
     return Reader(query, url, pool, key)
 
 
