@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _mysql_server import Tables, sql
 
 HERE = Path(__file__).parent
@@ -25,6 +26,7 @@ def start(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(HERE / "durable_copy.py"), *args], env=env)
 
 
+@pytest.mark.slow  # kill-and-restart
 def test_a_killed_jsonl_to_mysql_upsert_copy_ends_exact(tmp_path: Path, tables: Tables) -> None:
     rows = 12_000
     source = tmp_path / "in.jsonl"

@@ -124,6 +124,7 @@ class Events:
 # --- rate= ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # paced by the rate or the breaker's clock: seconds on purpose
 async def test_rate_20_over_200_calls_never_more_than_rate_plus_burst_in_a_second(
     server: Server,
 ) -> None:
@@ -139,6 +140,7 @@ async def test_rate_20_over_200_calls_never_more_than_rate_plus_burst_in_a_secon
     assert elapsed >= 195 / 20 * 0.95
 
 
+@pytest.mark.slow  # paced by the rate or the breaker's clock: seconds on purpose
 async def test_429_with_retry_after_pauses_every_caller_and_every_input_succeeds(
     server: Server,
 ) -> None:
@@ -174,6 +176,7 @@ async def test_429_with_retry_after_pauses_every_caller_and_every_input_succeeds
     assert limited[0]["rate"] == 10
 
 
+@pytest.mark.slow  # paced by the rate or the breaker's clock: seconds on purpose
 async def test_shared_across_50_concurrent_runs_and_two_flows_holding_the_step(
     server: Server,
 ) -> None:
@@ -268,6 +271,7 @@ def down_for(seconds: float, after: int) -> tuple[Behaviour, dict[str, float]]:
     return behaviour, window
 
 
+@pytest.mark.slow  # paced by the rate or the breaker's clock: seconds on purpose
 async def test_breaker_opens_after_5_failures_sends_one_trial_then_normal_traffic(
     server: Server,
 ) -> None:
@@ -475,6 +479,7 @@ def test_options_combine_and_are_exported() -> None:
 # --- docs/protect.md -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # paced by the rate or the breaker's clock: seconds on purpose
 def test_docs_example_prints_what_the_docs_show(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "protect.md").read_text(encoding="utf-8")
     section = text.split("## An example: the HTTP reader", 1)[1]
