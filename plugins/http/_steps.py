@@ -752,10 +752,12 @@ def reader(
     ``stream=True``: the step is a source (an async generator function, a
     :class:`StreamReader`) that yields ``{"data": body}`` per page (with ``paginate=``)
     instead of one list of every page, requesting a page only when the flow asks for the
-    next record. ``max_pages`` defaults to 100 pages, and to no limit with ``stream=True``
-    (memory then holds the pages in flight only). ``max_size``: a body over this many bytes raises
-    :class:`ResponseTooLargeError` before it is read whole (default
-    :data:`DEFAULT_MAX_SIZE`, 64 MiB; ``None``: no limit).
+    next record; in a flow with ``checkpoint=`` it resumes at the page after the last
+    committed one (see :class:`StreamReader`). ``max_pages`` defaults to 100 pages, and to
+    no limit with ``stream=True`` (memory then holds the pages in flight only).
+    ``max_size``: a body over this many bytes raises :class:`ResponseTooLargeError`
+    before it is read whole (default :data:`DEFAULT_MAX_SIZE`, 64 MiB; ``None``: no
+    limit).
 
     Its flow-side parameters: ``url`` when no ``url`` is given here, else the ``{field}``
     names of the URL template (filled in URL-quoted); and, optional, ``params`` and
