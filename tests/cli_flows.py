@@ -157,3 +157,35 @@ async def surrogate(text: str) -> dict[str, Any]:
 
 
 lone_surrogate = DataFlow((surrogate,), name="lone_surrogate")
+
+
+# replay: a stream whose parse step fails on number words it does not know; run it with
+# make_numbers(sink) to write letters, teach it words (the fix), replay them with
+# `replay cli_flows:numbers`
+KNOWN_WORDS: dict[str, int] = {}
+KEPT: list[int] = []
+
+
+async def parse(text: str) -> dict[str, Any]:
+    if text.isdigit():
+        return {"n": int(text)}
+    if text in KNOWN_WORDS:
+        return {"n": KNOWN_WORDS[text]}
+    raise ValueError(f"not a number: {text!r}")
+
+
+async def save(n: int) -> None:
+    KEPT.append(n)
+
+
+async def texts(items: list[str]) -> Any:
+    for text in items:
+        yield {"text": text}
+
+
+def make_numbers(sink: Any = None) -> DataFlow:
+    return DataFlow((texts, parse, save), name="numbers", dead_letter=sink)
+
+
+numbers = make_numbers()
+unnamed_numbers = DataFlow((texts, parse, save))
