@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from asyncdataflow import DataFlow, args_mapper, hookimpl
+from asyncdataflow import DataFlow, Record, args_mapper, hookimpl, resume_position
 
 
 async def hello(name: str, punctuation: str = "!") -> dict[str, Any]:
@@ -189,3 +189,34 @@ def make_numbers(sink: Any = None) -> DataFlow:
 
 numbers = make_numbers()
 unnamed_numbers = DataFlow((texts, parse, save))
+
+
+# run --loop keeps checkpoint= and dead_letter=: one record per iteration, after the
+# committed one; 2 goes to the dead letters, 4 ends the loop (a wrong result type is a
+# bug, not a letter), and so does a 10th call whatever happened
+class Ends:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, n: int) -> Any:
+        self.calls += 1
+        if n == 2:
+            raise ValueError("two is dead-lettered")
+        return [n] if n == 4 or self.calls >= 10 else {"n": n}
+
+
+async def next_number() -> Any:
+    after = resume_position() or 0
+    yield Record({"n": after + 1}, position=after + 1)
+
+
+def make_durable_counter() -> DataFlow:
+    from asyncdataflow.plugins import files
+
+    folder = Path(os.environ["ADF_TEST_DURABLE_DIR"])
+    return DataFlow(
+        (next_number, Ends()),
+        name="counter",
+        checkpoint=files.checkpoints(folder / "state.json"),
+        dead_letter=files.dead_letters(folder / "dead.jsonl"),
+    )
