@@ -483,8 +483,9 @@ class SourceRunner:
                     res = released[0].result()
                     out = out if res is DROPPED else res
                     last = released[1]
-                    if released[3] is not _UNSET:  # committed by its writer, or to commit
-                        pos = _UNSET if released[4].done else released[3]
+                    if released[3] is not _UNSET:  # to commit, unless its writer did
+                        commit = released[4]
+                        pos = _UNSET if commit is not None and commit.done else released[3]
                     if pending and pending[0][2] is not None:
                         pending[0][2].open()  # the new oldest record may emit
                 if ckpt is not None and pos is not _UNSET:
