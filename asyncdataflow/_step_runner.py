@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Fn
-from ._dead_letters import IN_RECORD, DeadLettered, letterable, post
+from ._dead_letters import IN_RECORD, REPLAYING, DeadLettered, letterable, post
 from ._hooks import Hooks, logger
 from ._limits import semaphore, semaphores_for
 from ._merging import check_result
@@ -122,7 +122,9 @@ class StepRunner:
         """The step failed for good and has a sink. In a source's record, hand the failure
         to the record (it writes the letter with the record's input and is dropped);
         otherwise write the letter (the run's arguments as its input) and let the error
-        go on."""
+        go on. Not while ``flow.replay`` runs: the letter replayed stays instead."""
+        if REPLAYING.get():
+            return
         if IN_RECORD.get():
             raise DeadLettered(error, self.info, attempts) from error
         letter_input = run.kwargs if run is not None else data
