@@ -21,6 +21,12 @@ IN_RECORD: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "asyncdataflow_in_record", default=False
 )
 
+#: set while ``flow.replay`` runs letters again: a step that fails for good then writes
+#: no letter (the one being replayed stays in its sink) and its error goes on
+REPLAYING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "asyncdataflow_replaying", default=False
+)
+
 #: what a dropped record leaves in place of its output (compared by identity)
 DROPPED: dict[str, Any] = {}
 

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._dead_letters import REPLAYING
 from .exceptions import DataFlowCallError
 
 if TYPE_CHECKING:
@@ -62,18 +63,22 @@ async def replay(flow: DataFlow, sink: DeadLetterSink) -> Replayed:
     done: list[str] = []
     failed: list[tuple[DeadLetter, BaseException]] = []
     letters = [letter async for letter in sink.letters()]
-    for letter in letters:
-        if letter.flow != flow.name:
-            continue
-        target = _tail(flow, letter, tails)
-        try:
-            if target is not None:
-                await target(**letter.input)
-        except Exception as error:
-            failed.append((letter, error))
-            continue
-        if letter.id is not None:
-            done.append(letter.id)
+    replaying = REPLAYING.set(True)  # a step failing again writes no second letter
+    try:
+        for letter in letters:
+            if letter.flow != flow.name:
+                continue
+            target = _tail(flow, letter, tails)
+            try:
+                if target is not None:
+                    await target(**letter.input)
+            except Exception as error:
+                failed.append((letter, error))
+                continue
+            if letter.id is not None:
+                done.append(letter.id)
+    finally:
+        REPLAYING.reset(replaying)
     if done:
         await sink.remove(done)
     return Replayed(len(done), tuple(failed))

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._compiler import Fn
-from ._dead_letters import IN_RECORD, DeadLettered, letterable, post
+from ._dead_letters import IN_RECORD, REPLAYING, DeadLettered, letterable, post
 from ._hooks import Hooks, logger
 from ._limits import semaphore, semaphores_for
 from ._merging import check_result
@@ -122,7 +122,9 @@ class StepRunner:
         """The step failed for good and has a sink. In a source's record, hand the failure
         to the record (it writes the letter with the record's input and is dropped);
         otherwise write the letter (the run's arguments as its input) and let the error
-        go on."""
+        go on. Not while ``flow.replay`` runs: the letter replayed stays instead."""
+        if REPLAYING.get():
+            return
         if IN_RECORD.get():
             raise DeadLettered(error, self.info, attempts) from error
         letter_input = run.kwargs if run is not None else data
@@ -134,10 +136,11 @@ class StepRunner:
     ) -> None:
         """Tell ``on_step_retry`` that attempt ``attempt`` failed and another follows,
         then wait ``delay`` seconds (the step and a source share this)."""
-        if self.hooks.step_level:
-            self.hooks.emit(
-                "on_step_retry", flow=self.flow, run=run, step=self.info, attempt=attempt,
-                error=error, delay=delay,
+        tell = self.hooks.on_step_retry
+        if tell is not None:
+            tell(
+                flow=self.flow, run=run, step=self.info, attempt=attempt, error=error,
+                delay=delay,
             )  # fmt: skip
         await asyncio.sleep(delay)
 
@@ -146,10 +149,10 @@ class StepRunner:
         info, hooks, flow = self.info, self.hooks, self.flow
         kw = self.kwargs(data)
         attempt = 1
-        emit = hooks.emit if hooks.step_level else None
+        before, after, failed = hooks.before_step_run, hooks.after_step_run, hooks.on_step_error
         while True:
-            if emit:
-                emit("before_step_run", flow=flow, run=run, step=info, attempt=attempt, input=data)
+            if before is not None:
+                before(flow=flow, run=run, step=info, attempt=attempt, input=data)
             started = time.perf_counter()
             try:
                 if self.plain_async:
@@ -162,10 +165,10 @@ class StepRunner:
             except BaseException as error:
                 duration = time.perf_counter() - started
                 delay = self._retry_delay(error, attempt, run)
-                if emit:
-                    emit(
-                        "on_step_error", flow=flow, run=run, step=info, attempt=attempt,
-                        error=error, duration=duration, final=delay is None, delay=delay,
+                if failed is not None:
+                    failed(
+                        flow=flow, run=run, step=info, attempt=attempt, error=error,
+                        duration=duration, final=delay is None, delay=delay,
                     )  # fmt: skip
                 if delay is None:
                     if not isinstance(error, DataFlowFunctionResultError):
@@ -177,10 +180,10 @@ class StepRunner:
                 await self.pause_before_retry(run, attempt, error, delay)
                 attempt += 1
                 continue
-            if emit:
-                emit(
-                    "after_step_run", flow=flow, run=run, step=info, attempt=attempt,
-                    result=result, duration=time.perf_counter() - started,
+            if after is not None:
+                after(
+                    flow=flow, run=run, step=info, attempt=attempt, result=result,
+                    duration=time.perf_counter() - started,
                 )  # fmt: skip
             return result
 

@@ -179,7 +179,8 @@ class DataFlow:
         hooks = self._hooks
         if run is None:
             run = RunInfo(kwargs)
-        hooks.emit("before_flow_run", flow=self, run=run, kwargs=kwargs)
+        if hooks.before_flow_run is not None:
+            hooks.before_flow_run(flow=self, run=run, kwargs=kwargs)
         started = time.perf_counter()
         result: Result | None = None
         error: BaseException | None = None
@@ -194,17 +195,12 @@ class DataFlow:
             raise
         finally:
             duration = time.perf_counter() - started
-            hooks.emit(
-                "after_flow_run",
-                flow=self,
-                run=run,
-                result=result,
-                error=error,
-                duration=duration,
-            )
-            if run.iteration is not None:
-                hooks.emit(
-                    "after_loop_iteration",
+            if hooks.after_flow_run is not None:
+                hooks.after_flow_run(
+                    flow=self, run=run, result=result, error=error, duration=duration
+                )
+            if run.iteration is not None and hooks.after_loop_iteration is not None:
+                hooks.after_loop_iteration(
                     flow=self,
                     run=run,
                     iteration=run.iteration,

@@ -1,6 +1,7 @@
 """The plugin manager: global registration, per-flow plugins, entry points.
 
-pluggy owns registration and dispatch. The global manager is a :class:`PluginManager`
+pluggy owns registration, call order and monitoring (asyncdataflow/_hooks.py says how a
+flow calls the implementations pluggy holds). The global manager is a :class:`PluginManager`
 (a ``pluggy.PluginManager``) that counts its changes: whatever registers, unregisters or
 blocks a plugin (:func:`register_plugin`, or pluggy's own ``register``, ``unregister``,
 ``set_blocked`` on :func:`get_plugin_manager`) moves :data:`VERSION`, and every flow
@@ -74,6 +75,11 @@ class PluginManager(pluggy.PluginManager):
     def __init__(self, parent: PluginManager | None = None) -> None:
         super().__init__(PROJECT_NAME)
         self._parent = parent
+        #: the manager whose monitoring sees this one's hook calls
+        self.root: PluginManager = self if parent is None else parent.root
+        #: pluggy's own hook execution: ``_inner_hookexec`` is something else exactly
+        #: while ``add_hookcall_monitoring`` wraps it
+        self.plain_hookexec = self._inner_hookexec
         self.add_hookspecs(hookspecs)
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,31 @@ LOGGER_NAME = "asyncdataflow.run"
 logger = logging.getLogger(LOGGER_NAME)
 
 _DEBUG = logging.DEBUG
+_WARNING = logging.WARNING
+_ERROR = logging.ERROR
+
+
+def _log(
+    level: int,
+    msg: str,
+    args: tuple[Any, ...],
+    extra: dict[str, Any],
+    exc_info: BaseException | None = None,
+    depth: int = 1,
+) -> None:
+    """``logger.log(level, msg, *args, exc_info=exc_info, extra=extra)`` as called from the
+    hook ``depth`` frames up: the same record (the hook's file, line and function as its
+    source, unless ``logging._srcfile`` is None), made without logging's walk up the stack
+    to find that frame. The hook has checked ``logger.isEnabledFor(level)``."""
+    if logging._srcfile:
+        frame = sys._getframe(depth)
+        code = frame.f_code
+        where: tuple[str, int, str] = (code.co_filename, frame.f_lineno, code.co_name)
+    else:  # pragma: no cover - the application turned caller lookup off
+        where = ("(unknown file)", 0, "(unknown function)")
+    exc = None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__)
+    fn, lno, func = where
+    logger.handle(logger.makeRecord(logger.name, level, fn, lno, msg, args, exc, func, extra))
 
 
 def _step_log(
@@ -82,7 +108,8 @@ def _step_log(
 ) -> None:
     """Log ``what % args`` about one step, after the words naming its flow, run, step and
     place, with the ``extra`` fields every step record carries plus ``more``; the record's
-    source line is that of the hook that called this."""
+    source line is that of the hook that called this, which has checked
+    ``logger.isEnabledFor(level)``."""
     extra = {
         "adf_event": event,
         "adf_flow": flow.name,
@@ -92,29 +119,24 @@ def _step_log(
         "adf_record": run.record if run is not None else (),
         **more,
     }
-    logger.log(
+    _log(
         level,
         "flow %s run %s: step %s at %s " + what,
-        flow.name,
-        run.id,
-        step.name,
-        step.path,
-        *args,
-        exc_info=exc_info,
-        extra=extra,
-        stacklevel=2,
+        (flow.name, run.id, step.name, step.path, *args),
+        extra,
+        exc_info,
+        depth=2,
     )
 
 
 @hookimpl
 def before_flow_run(flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> None:
     if logger.isEnabledFor(_DEBUG):
-        logger.debug(
+        _log(
+            _DEBUG,
             "flow %s run %s started with arguments %s",
-            flow.name,
-            run.id,
-            sorted(kwargs),
-            extra={
+            (flow.name, run.id, sorted(kwargs)),
+            {
                 "adf_event": "run_started",
                 "adf_flow": flow.name,
                 "adf_run_id": run.id,
@@ -131,29 +153,40 @@ def after_flow_run(
     error: BaseException | None,
     duration: float,
 ) -> None:
-    extra: dict[str, Any] = {"adf_flow": flow.name, "adf_run_id": run.id, "adf_duration": duration}
     if error is None:
         if logger.isEnabledFor(_DEBUG):
-            extra.update(adf_event="run_finished", adf_keys=tuple(result or ()))
-            logger.debug(
-                "flow %s run %s finished in %.6fs", flow.name, run.id, duration, extra=extra
+            _log(
+                _DEBUG,
+                "flow %s run %s finished in %.6fs",
+                (flow.name, run.id, duration),
+                {
+                    "adf_flow": flow.name,
+                    "adf_run_id": run.id,
+                    "adf_duration": duration,
+                    "adf_event": "run_finished",
+                    "adf_keys": tuple(result or ()),
+                },
             )
         return
-    extra.update(adf_error=type(error).__name__)
-    if isinstance(error, asyncio.CancelledError):
-        extra["adf_event"] = "run_cancelled"
-        logger.debug(
-            "flow %s run %s cancelled after %.6fs", flow.name, run.id, duration, extra=extra
-        )
+    cancelled = isinstance(error, asyncio.CancelledError)
+    level = _DEBUG if cancelled else _ERROR
+    if not logger.isEnabledFor(level):
         return
-    extra["adf_event"] = "run_failed"
-    logger.error(
+    extra: dict[str, Any] = {
+        "adf_flow": flow.name,
+        "adf_run_id": run.id,
+        "adf_duration": duration,
+        "adf_error": type(error).__name__,
+        "adf_event": "run_cancelled" if cancelled else "run_failed",
+    }
+    if cancelled:
+        _log(level, "flow %s run %s cancelled after %.6fs", (flow.name, run.id, duration), extra)
+        return
+    _log(
+        level,
         "flow %s run %s failed after %.6fs: %s",
-        flow.name,
-        run.id,
-        duration,
-        type(error).__name__,
-        extra=extra,
+        (flow.name, run.id, duration, type(error).__name__),
+        extra,
     )
 
 
@@ -215,8 +248,10 @@ def on_step_error(
                 **more,
             )  # fmt: skip
         return
+    if not logger.isEnabledFor(_ERROR):
+        return
     _step_log(
-        logging.ERROR, "step_failed", flow, run, step, "failed after %.6fs (attempt %d): %s",
+        _ERROR, "step_failed", flow, run, step, "failed after %.6fs (attempt %d): %s",
         duration, attempt, type(error).__name__,
         exc_info=error, **more,
     )  # fmt: skip
@@ -247,8 +282,10 @@ def on_step_retry(
     attempt: int,
     delay: float,
 ) -> None:
+    if not logger.isEnabledFor(_WARNING):
+        return
     _step_log(
-        logging.WARNING, "step_retry", flow, run, step,
+        _WARNING, "step_retry", flow, run, step,
         "failed on attempt %d (%s: %s); retrying in %.3fs",
         attempt, type(error).__name__, error, delay,
         adf_attempt=attempt, adf_delay=delay, adf_error=type(error).__name__,
@@ -275,22 +312,19 @@ def after_loop_iteration(
         "adf_duration": duration,
     }
     if error is None:
-        logger.debug(
+        _log(
+            _DEBUG,
             "flow %s loop iteration %d finished in %.6fs",
-            flow.name,
-            iteration,
-            duration,
-            extra=extra,
+            (flow.name, iteration, duration),
+            extra,
         )
     else:
         extra["adf_error"] = type(error).__name__
-        logger.debug(
+        _log(
+            _DEBUG,
             "flow %s loop iteration %d ended after %.6fs: %s",
-            flow.name,
-            iteration,
-            duration,
-            type(error).__name__,
-            extra=extra,
+            (flow.name, iteration, duration, type(error).__name__),
+            extra,
         )
 
 
@@ -312,8 +346,10 @@ def on_rate_change(
                 **more,
             )  # fmt: skip
         return
+    if not logger.isEnabledFor(_WARNING):
+        return
     _step_log(
-        logging.WARNING, "rate_limited", flow, run, step,
+        _WARNING, "rate_limited", flow, run, step,
         "was told to slow down (%s: %s): paused %.3fs, rate %.3g/s (was %.3g/s)",
         type(error).__name__, error, pause, rate, previous,
         adf_error=type(error).__name__, **more,
@@ -322,9 +358,11 @@ def on_rate_change(
 
 @hookimpl
 def on_dead_letter(flow: DataFlow, run: RunInfo, step: StepInfo, letter: DeadLetter) -> None:
+    if not logger.isEnabledFor(_WARNING):
+        return
     where = f" record {list(letter.record)}" if letter.record else ""
     _step_log(
-        logging.WARNING, "dead_letter", flow, run, step,
+        _WARNING, "dead_letter", flow, run, step,
         "failed for good (%s: %s); %s written to dead letters",
         letter.error_type, letter.message,
         f"its{where} input" if where else "the run's arguments",
@@ -342,20 +380,23 @@ def on_breaker_change(
     error: BaseException | None,
     retry_in: float | None,
 ) -> None:
+    level = _WARNING if state == "open" else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
     more: dict[str, Any] = {"adf_state": state, "adf_previous_state": previous}
     if state == "open":
         more["adf_retry_in"] = retry_in
         if error is not None:
             more["adf_error"] = type(error).__name__
         _step_log(
-            logging.WARNING, "breaker_open", flow, run, step,
+            level, "breaker_open", flow, run, step,
             "circuit breaker opened (%s: %s); trial call in %.3fs",
             type(error).__name__ if error is not None else None, error, retry_in or 0.0,
             **more,
         )  # fmt: skip
         return
     _step_log(
-        logging.INFO, f"breaker_{state}", flow, run, step, "circuit breaker %s (was %s)",
+        level, f"breaker_{state}", flow, run, step, "circuit breaker %s (was %s)",
         state.replace("_", "-"), previous.replace("_", "-"),
         **more,
     )  # fmt: skip

@@ -69,12 +69,73 @@ _TAKEN: weakref.WeakKeyDictionary[CollectorRegistry, set[str]] = weakref.WeakKey
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
 
 
+_RUN = ("flow", "outcome")
+_STEP = ("flow", "step")
+_ATTEMPT = ("flow", "step", "outcome")
+
+#: the plugin's metrics, in the order they are registered: (attribute, kind, name,
+#: help text, label names)
+_METRICS: tuple[tuple[str, type[Any], str, str, tuple[str, ...]], ...] = (
+    ("runs", Counter, "runs", "Finished flow runs.", _RUN),
+    ("run_duration", Histogram, "run_duration_seconds", "Flow run durations.", _RUN),
+    ("in_flight", Gauge, "runs_in_flight", "Flow runs started and not finished.", ("flow",)),
+    ("steps", Counter, "steps", "Finished step attempts.", _ATTEMPT),
+    ("step_duration", Histogram, "step_duration_seconds", "Step attempt durations.", _ATTEMPT),
+    ("retries", Counter, "step_retries", "Step retries scheduled.", _STEP),
+    ("skips", Counter, "step_skips", "Steps not taken.", _STEP),
+    ("rate", Gauge, "step_rate", "Current rate (calls a second) of a step with rate=.", _STEP),
+    (
+        "rate_limited",
+        Counter,
+        "step_rate_limited",
+        "Slow-down answers that paused a step's rate.",
+        _STEP,
+    ),
+    (
+        "breaker_state",
+        Gauge,
+        "step_breaker_state",
+        "Circuit breaker state of a step with breaker=: 0 closed, 1 open, 2 half-open.",
+        _STEP,
+    ),
+    (
+        "breaker_opened",
+        Counter,
+        "step_breaker_opened",
+        "Times a step's circuit breaker opened.",
+        _STEP,
+    ),
+    (
+        "dead_letters",
+        Counter,
+        "dead_letters",
+        "Records (or runs) a step failed on for good that went to its dead-letter sink.",
+        _STEP,
+    ),
+    ("loop_iterations", Counter, "loop_iterations", "Finished infinity-loop iterations.", _RUN),
+)
+
+
 def _outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
     return "error"
+
+
+class _Children(dict[tuple[str, ...], tuple[Any, ...]]):
+    """The children of some metrics that are always updated together, by their label
+    values, each made with ``labels()`` on first use: ``labels()`` on every event was most
+    of what the plugin cost."""
+
+    def __init__(self, *metrics: Any) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def __missing__(self, values: tuple[str, ...]) -> tuple[Any, ...]:
+        children = self[values] = tuple(m.labels(*values) for m in self.metrics)
+        return children
 
 
 class MetricsPlugin:
@@ -85,7 +146,26 @@ class MetricsPlugin:
             global ``REGISTRY``). One registry holds one plugin per ``namespace``.
         namespace: the metric name prefix.
         buckets: histogram buckets in seconds (default: ``prometheus_client``'s).
+
+    The metrics are attributes (``runs``, ``run_duration``, ``in_flight``, ``steps``,
+    ``step_duration``, ...). The plugin keeps the children of the per-run and per-step
+    metrics it updates on every event: a label set removed from one of those with
+    ``remove()`` or ``clear()`` while flows still use the plugin is not made again.
     """
+
+    runs: Counter
+    run_duration: Histogram
+    in_flight: Gauge
+    steps: Counter
+    step_duration: Histogram
+    retries: Counter
+    skips: Counter
+    rate: Gauge
+    rate_limited: Counter
+    breaker_state: Gauge
+    breaker_opened: Counter
+    dead_letters: Counter
+    loop_iterations: Counter
 
     def __init__(
         self,
@@ -104,90 +184,16 @@ class MetricsPlugin:
                 f"register that one object (register_plugin(plugin), or plugins=[plugin] on "
                 f"every flow), or give the second one another namespace= or registry="
             )
-        hist: dict[str, Any] = {"registry": reg, "namespace": namespace}
-        if buckets is not None:
-            hist["buckets"] = buckets
-        self.runs = Counter(
-            "runs", "Finished flow runs.", ["flow", "outcome"], namespace=namespace, registry=reg
-        )
-        self.run_duration = Histogram(
-            "run_duration_seconds", "Flow run durations.", ["flow", "outcome"], **hist
-        )
-        self.in_flight = Gauge(
-            "runs_in_flight",
-            "Flow runs started and not finished.",
-            ["flow"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.steps = Counter(
-            "steps",
-            "Finished step attempts.",
-            ["flow", "step", "outcome"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.step_duration = Histogram(
-            "step_duration_seconds",
-            "Step attempt durations.",
-            ["flow", "step", "outcome"],
-            **hist,
-        )
-        self.retries = Counter(
-            "step_retries",
-            "Step retries scheduled.",
-            ["flow", "step"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.skips = Counter(
-            "step_skips", "Steps not taken.", ["flow", "step"], namespace=namespace, registry=reg
-        )
-        self.rate = Gauge(
-            "step_rate",
-            "Current rate (calls a second) of a step with rate=.",
-            ["flow", "step"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.rate_limited = Counter(
-            "step_rate_limited",
-            "Slow-down answers that paused a step's rate.",
-            ["flow", "step"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.breaker_state = Gauge(
-            "step_breaker_state",
-            "Circuit breaker state of a step with breaker=: 0 closed, 1 open, 2 half-open.",
-            ["flow", "step"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.breaker_opened = Counter(
-            "step_breaker_opened",
-            "Times a step's circuit breaker opened.",
-            ["flow", "step"],
-            namespace=namespace,
-            registry=reg,
-        )
-        self.dead_letters = Counter(
-            "dead_letters",
-            "Records (or runs) a step failed on for good that went to its dead-letter sink.",
-            ["flow", "step"],
-            namespace=namespace,
-            registry=reg,
-        )
+        for attribute, kind, name, text, labels in _METRICS:
+            more = {"buckets": buckets} if kind is Histogram and buckets is not None else {}
+            metric = kind(name, text, labels, namespace=namespace, registry=reg, **more)
+            setattr(self, attribute, metric)
         self._seen: set[tuple[str, str]] = set()
         self._rates: set[tuple[str, str]] = set()
         self._breakers: set[tuple[str, str]] = set()
-        self.loop_iterations = Counter(
-            "loop_iterations",
-            "Finished infinity-loop iterations.",
-            ["flow", "outcome"],
-            namespace=namespace,
-            registry=reg,
-        )
+        self._in_flight = _Children(self.in_flight)
+        self._ran = _Children(self.runs, self.run_duration)
+        self._stepped = _Children(self.steps, self.step_duration)
         taken.add(namespace)
 
     def __repr__(self) -> str:
@@ -195,21 +201,22 @@ class MetricsPlugin:
 
     @hookimpl
     def before_flow_run(self, flow: DataFlow, run: RunInfo, kwargs: Mapping[str, Any]) -> None:
-        self.in_flight.labels(flow.name).inc()
+        self._in_flight[(flow.name,)][0].inc()
 
     @hookimpl
     def after_flow_run(self, flow: DataFlow, error: BaseException | None, duration: float) -> None:
-        outcome = _outcome(error)
-        self.in_flight.labels(flow.name).dec()
-        self.runs.labels(flow.name, outcome).inc()
-        self.run_duration.labels(flow.name, outcome).observe(duration)
+        self._in_flight[(flow.name,)][0].dec()
+        count, durations = self._ran[flow.name, _outcome(error)]
+        count.inc()
+        durations.observe(duration)
 
     @hookimpl
     def after_step_run(self, flow: DataFlow, step: StepInfo, duration: float) -> None:
         if step.rate is not None or step.breaker is not None:
             self._protected(flow, step)
-        self.steps.labels(flow.name, step.name, "ok").inc()
-        self.step_duration.labels(flow.name, step.name, "ok").observe(duration)
+        count, durations = self._stepped[flow.name, step.name, "ok"]
+        count.inc()
+        durations.observe(duration)
 
     @hookimpl
     def on_step_error(
@@ -217,9 +224,9 @@ class MetricsPlugin:
     ) -> None:
         if step.rate is not None or step.breaker is not None:
             self._protected(flow, step)
-        outcome = _outcome(error)
-        self.steps.labels(flow.name, step.name, outcome).inc()
-        self.step_duration.labels(flow.name, step.name, outcome).observe(duration)
+        count, durations = self._stepped[flow.name, step.name, _outcome(error)]
+        count.inc()
+        durations.observe(duration)
 
     @hookimpl
     def on_step_retry(self, flow: DataFlow, step: StepInfo) -> None:

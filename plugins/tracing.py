@@ -139,9 +139,10 @@ class TracingPlugin:
         }
         if run is not None and run.record:
             attributes["asyncdataflow.record"] = list(run.record)
-        delay = self._delays.pop(key, None)
-        if delay is not None:
-            attributes["asyncdataflow.step.retry_delay"] = delay
+        if self._delays:  # a retry of this step waited first
+            delay = self._delays.pop(key, None)
+            if delay is not None:
+                attributes["asyncdataflow.step.retry_delay"] = delay
         span = self.tracer.start_span(step.name, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
         self._steps[key] = (span, token)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from asyncdataflow import DataFlow, args_mapper, hookimpl
+from asyncdataflow import DataFlow, Record, args_mapper, hookimpl, resume_position
 
 
 async def hello(name: str, punctuation: str = "!") -> dict[str, Any]:
@@ -157,3 +157,66 @@ async def surrogate(text: str) -> dict[str, Any]:
 
 
 lone_surrogate = DataFlow((surrogate,), name="lone_surrogate")
+
+
+# replay: a stream whose parse step fails on number words it does not know; run it with
+# make_numbers(sink) to write letters, teach it words (the fix), replay them with
+# `replay cli_flows:numbers`
+KNOWN_WORDS: dict[str, int] = {}
+KEPT: list[int] = []
+
+
+async def parse(text: str) -> dict[str, Any]:
+    if text.isdigit():
+        return {"n": int(text)}
+    if text in KNOWN_WORDS:
+        return {"n": KNOWN_WORDS[text]}
+    raise ValueError(f"not a number: {text!r}")
+
+
+async def save(n: int) -> None:
+    KEPT.append(n)
+
+
+async def texts(items: list[str]) -> Any:
+    for text in items:
+        yield {"text": text}
+
+
+def make_numbers(sink: Any = None) -> DataFlow:
+    return DataFlow((texts, parse, save), name="numbers", dead_letter=sink)
+
+
+numbers = make_numbers()
+unnamed_numbers = DataFlow((texts, parse, save))
+
+
+# run --loop keeps checkpoint= and dead_letter=: one record per iteration, after the
+# committed one; 2 goes to the dead letters, 4 ends the loop (a wrong result type is a
+# bug, not a letter), and so does a 10th call whatever happened
+class Ends:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, n: int) -> Any:
+        self.calls += 1
+        if n == 2:
+            raise ValueError("two is dead-lettered")
+        return [n] if n == 4 or self.calls >= 10 else {"n": n}
+
+
+async def next_number() -> Any:
+    after = resume_position() or 0
+    yield Record({"n": after + 1}, position=after + 1)
+
+
+def make_durable_counter() -> DataFlow:
+    from asyncdataflow.plugins import files
+
+    folder = Path(os.environ["ADF_TEST_DURABLE_DIR"])
+    return DataFlow(
+        (next_number, Ends()),
+        name="counter",
+        checkpoint=files.checkpoints(folder / "state.json"),
+        dead_letter=files.dead_letters(folder / "dead.jsonl"),
+    )

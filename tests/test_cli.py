@@ -247,6 +247,18 @@ def test_run_loop_stopped_by_sigterm_finishes_its_iteration_closes_and_exits_0(
     assert "stopping after the current iteration" in err
 
 
+def test_run_loop_keeps_the_flows_checkpoint_and_dead_letters(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADF_TEST_DURABLE_DIR", str(tmp_path))
+    done = cli("run", "cli_flows:make_durable_counter", "--loop")
+    assert done.returncode == 1
+    assert "DataFlowFunctionResultError" in done.stderr  # 4 ended the loop
+    assert json.loads((tmp_path / "state.json").read_text()) == {"counter": {"definition[0]": 3}}
+    (letter,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert (letter["flow"], letter["input"]) == ("counter", {"n": 2})
+
+
 def test_run_loop_second_sigterm_cancels_the_iteration_promptly(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     proc = popen("run", "cli_flows:ticker", "--loop", f"marker={marker}", "nap:=30")

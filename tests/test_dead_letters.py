@@ -130,6 +130,22 @@ async def test_a_letter_that_fails_again_stays_with_its_error(tmp_path: Path) ->
     assert [x.input for x in [x async for x in sink.letters()]] == [{"n": 13}]
 
 
+async def test_a_replay_that_fails_again_writes_no_second_letter_through_a_step_s_sink(
+    tmp_path: Path,
+) -> None:
+    sink = files.dead_letters(tmp_path / "dead.jsonl")
+    in_stream = DataFlow((step(numbers), step(Shape(), dead_letter=sink)), name="s")
+    await in_stream(count=20)
+    outside = DataFlow((step(Shape(), dead_letter=sink),), name="o")
+    with pytest.raises(ValueError, match="cannot shape 101"):
+        await outside(n=101)
+    before = [x async for x in sink.letters()]
+    for flow in (in_stream, outside, in_stream):
+        done = await flow.replay(sink)
+        assert (done.succeeded, len(done.failed)) == (0, 1)
+    assert [x async for x in sink.letters()] == before
+
+
 async def test_outside_a_stream_the_letter_holds_the_call_and_the_error_propagates(
     tmp_path: Path,
 ) -> None:

@@ -668,6 +668,37 @@ async def test_hook_calls_go_through_pluggy_and_its_monitoring(recorder: Recorde
     assert len(own.calls) == len(recorder.calls) == 4
 
 
+async def test_monitoring_added_after_a_flow_is_built_sees_its_next_hook_calls(
+    recorder: Recorder,
+) -> None:
+    flow = DataFlow((start,))
+    await flow(x=1)  # built, its hooks looked up
+    seen: list[str] = []
+    undo = asyncdataflow.get_plugin_manager().add_hookcall_monitoring(
+        lambda hook, impls, kwargs: seen.append(hook), lambda *args: None
+    )
+    try:
+        await flow(x=1)
+    finally:
+        undo()
+    assert seen == ["before_flow_run", "before_step_run", "after_step_run", "after_flow_run"]
+    await flow(x=1)  # monitoring removed: the calls go on, unseen
+    assert len(seen) == 4
+    assert len(recorder.of("after_flow_run")) == 3
+
+
+async def test_an_implementation_gets_its_defaulted_arguments_as_pluggy_passes_them() -> None:
+    got: list[tuple[Any, ...]] = []
+
+    class Defaults:
+        @hookimpl
+        def after_step_run(self, step: Any, attempt: int = 0, unknown: str = "own") -> None:
+            got.append((step.name, attempt, unknown))
+
+    await DataFlow((start,), plugins=[Defaults()])(x=1)
+    assert got == [("start", 1, "own")]
+
+
 async def test_a_wrapper_of_the_retry_decision_wraps_it() -> None:
     answers: list[float | None] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import linecache
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -200,6 +201,38 @@ async def test_above_debug_nothing_but_retries_and_failures_is_emitted(
     logging.getLogger(log.LOGGER_NAME).setLevel(logging.WARNING)
     await flow_with_retry(Flaky(1))(user="ann", password=SECRET)
     assert events(records) == [("step_retry", logging.WARNING, "count")]
+
+
+async def test_above_error_a_failing_run_emits_nothing(
+    records: list[logging.LogRecord],
+) -> None:
+    logging.getLogger(log.LOGGER_NAME).setLevel(logging.CRITICAL)
+    with pytest.raises(ConnectionError):
+        await flow_with_retry(Flaky(5))(user="ann", password=SECRET)
+    assert records == []
+
+
+async def test_each_record_names_the_hook_that_logged_it_as_its_source(
+    records: list[logging.LogRecord],
+) -> None:
+    with pytest.raises(ConnectionError):
+        await flow_with_retry(Flaky(5))(user="ann", password=SECRET)
+    hook = {
+        "run_started": "before_flow_run",
+        "step_started": "before_step_run",
+        "step_finished": "after_step_run",
+        "step_skipped": "on_step_skipped",
+        "step_attempt_failed": "on_step_error",
+        "step_retry": "on_step_retry",
+        "step_failed": "on_step_error",
+        "run_failed": "after_flow_run",
+    }
+    assert {r.adf_event for r in records} == set(hook)  # type: ignore[attr-defined]
+    for record in records:
+        assert record.pathname == log.__file__
+        assert record.funcName == hook[record.adf_event]  # type: ignore[attr-defined]
+        # the line of the hook that logs it
+        assert "_log(" in linecache.getline(record.pathname, record.lineno)
 
 
 async def test_cancellation_and_loop_iterations_are_debug(

@@ -1,5 +1,5 @@
 """The ``asyncdataflow`` command: run a flow, map it over a JSON Lines file, draw it, check
-its wiring, and list the loaded plugins.
+its wiring, replay its dead letters, and list the loaded plugins.
 
 One module per subcommand; each has ``register(commands)``, which adds its parser with
 :func:`.commands.add_command` (the flow target and the ``handler``, a function of the
@@ -10,10 +10,10 @@ Shared pieces: :mod:`.target` (loading ``MODULE:ATTR``), :mod:`.kwargs` (``key=v
 progress bar) and :mod:`.errors` (usage errors).
 
 Exit codes: 0 success; 1 a run failed (``run``), at least one input failed (``map``),
-Graphviz failed or ``check`` found a problem; 2 a mistake on the command line the user
-can fix (an import path that does not resolve, an attribute that is not a flow, a bad
-``key=value``, a missing file, Graphviz not installed); 128 + signal number when a run
-was cancelled by a signal.
+at least one dead letter still fails (``replay``), Graphviz failed or ``check`` found a
+problem; 2 a mistake on the command line the user can fix (an import path that does not
+resolve, an attribute that is not a flow, a bad ``key=value``, a missing file, Graphviz
+or an extra not installed); 128 + signal number when a run was cancelled by a signal.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import check, graph, map, plugins, run
+from . import check, graph, map, plugins, replay, run
 from .commands import Commands
 from .errors import PROG, UsageError, fail
 from .kwargs import parse_kwargs
@@ -41,6 +41,7 @@ COMMANDS: tuple[Register, ...] = (
     map.register,
     graph.register,
     check.register,
+    replay.register,
     plugins.register,
 )
 
@@ -48,7 +49,8 @@ COMMANDS: tuple[Register, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Run, map, draw asyncdataflow flows and list the loaded plugins.",
+        description="Run, map, draw asyncdataflow flows, replay their dead letters and list "
+        "the loaded plugins.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

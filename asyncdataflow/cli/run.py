@@ -96,6 +96,8 @@ def _loop_flow(flow: DataFlow, args: argparse.Namespace) -> DataFlow:
         plugins=plugins,
         name=flow.name,
         retry=flow.retry,
+        dead_letter=flow.dead_letter,
+        checkpoint=flow.checkpoint,
     )
 
 

@@ -10,9 +10,10 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from asyncdataflow._pickling import PicklesAsConfig
+from asyncdataflow.durable import Record, resume_position
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 try:
@@ -541,7 +542,7 @@ class Reader(_HttpStep):
         params: Mapping[str, Any] | None,
         headers: CIMultiDict[str] | None,
     ) -> list[Any]:
-        bodies = [body async for body in self._pages(session, url, params, headers)]
+        bodies = [page.body async for page in self._pages(session, url, params, headers)]
         if all(isinstance(b, list) for b in bodies):
             return [item for body in bodies for item in body]
         return bodies
@@ -552,14 +553,21 @@ class Reader(_HttpStep):
         url: URL,
         params: Mapping[str, Any] | None,
         headers: CIMultiDict[str] | None,
-    ) -> AsyncGenerator[Any, None]:
-        """Each page's body, requesting the next page only when asked for it."""
+        resume: tuple[URL, int] | None = None,
+    ) -> AsyncGenerator[_Page, None]:
+        """Each page, requesting the next one only when asked for it; from ``url`` (with
+        ``params``), or from ``resume`` (a page's URL, carrying its own query, and its
+        number). Secret headers go only to ``url``'s origin."""
         origin = url.origin()
         next_url: URL | None = url
         page = 0
+        if resume is not None:
+            next_url, page, params = resume[0], resume[1] - 1, None
+        fetched = 0
         while next_url is not None:
             page += 1
-            if page > self._max_pages:
+            fetched += 1
+            if fetched > self._max_pages:
                 logger.warning(
                     "%s: stopped after max_pages=%d pages; %s was not fetched",
                     self.__qualname__,
@@ -568,40 +576,80 @@ class Reader(_HttpStep):
                 )
                 break
             page_headers = headers
-            if page > 1 and headers and next_url.origin() != origin:
+            if headers and next_url.origin() != origin:
                 # Never hand credentials to another origin (nor does a redirect): a next
                 # page elsewhere is requested without secret headers.
                 page_headers = _without_secrets(headers)
+            here = next_url
+            query = params if fetched == 1 else None  # next URLs carry their own query
             try:
-                body, next_url = await self._get(
-                    session,
-                    next_url,
-                    params if page == 1 else None,  # next URLs carry their own query
-                    page_headers,
-                    self._paginate,
-                )
+                body, next_url = await self._get(session, here, query, page_headers, self._paginate)
             except Exception as e:
                 if page > 1:
                     e.add_note(f"{self.__qualname__}: while fetching page {page}")
                 raise
-            yield body
+            yield _Page(body, here.extend_query(query) if query else here, next_url, page)
+
+
+class _Page(NamedTuple):
+    """One page read: its body, the URL requested (with its query), the next page's URL
+    (``None`` after the last page) and its number (the first page is 1)."""
+
+    body: Any
+    url: URL
+    next: URL | None
+    number: int
 
 
 class StreamReader(Reader):
     """The step :func:`reader` returns with ``stream=True``: a source (an async
     generator) that yields ``{"data": body}`` per page, requesting the next page only when
-    the flow asks for the next record."""
+    the flow asks for the next record.
+
+    With ``paginate=``, each record is a :class:`~asyncdataflow.Record` whose position is
+    where a restarted flow (``DataFlow(..., checkpoint=store)``) goes on:
+    ``{"url": <the next page's URL>, "page": <its number>}``, or after the last page that
+    page's own URL and number (it is read again: an API that grows adds to its last page).
+    """
 
     async def __call__(self, **kwargs: Any) -> AsyncGenerator[dict[str, Any], None]:  # type: ignore[override]
+        position = resume_position()
         session, url, params, headers = self._call_args(kwargs)
         if self._paginate is None:
             body, _ = await self._get(session, url, params, headers, None)
             yield {self._key: body}
             return
-        pages = self._pages(session, url, params, headers)
+        resume = None if position is None else self._resume_from(position)
+        pages = self._pages(session, url, params, headers, resume)
         async with contextlib.aclosing(pages):
-            async for body in pages:
-                yield {self._key: body}
+            async for page in pages:
+                if page.next is None:  # the last page, for now: read it again next time
+                    mark = {"url": str(page.url), "page": page.number}
+                else:
+                    mark = {"url": str(page.next), "page": page.number + 1}
+                yield Record({self._key: page.body}, position=mark)
+
+    def _resume_from(self, position: Any) -> tuple[URL, int]:
+        """The page a checkpoint's position names: its URL and number."""
+        text = position.get("url") if isinstance(position, dict) else None
+        number = position.get("page") if isinstance(position, dict) else None
+        url = URL(text, encoded=True) if isinstance(text, str) else None
+        if (
+            url is None
+            or not url.is_absolute()
+            or url.scheme not in ("http", "https")
+            or isinstance(number, bool)
+            or not isinstance(number, int)
+            or number < 1
+        ):
+            shown = redact_url(text) if isinstance(text, str) else type(position).__name__
+            raise StepArgumentError(
+                f"{self.__qualname__}: the checkpoint holds a position this reader did not "
+                f"write ({shown!r:.100}; a reader's position is {{'url': <page URL>, "
+                f"'page': <number>}}); was the flow's name given to another flow's "
+                f"checkpoint? Give this flow its own name=, or remove its checkpoint"
+            )
+        return url, number
 
 
 def _check_max_size(where: str, max_size: Any) -> int | None:
@@ -704,10 +752,12 @@ def reader(
     ``stream=True``: the step is a source (an async generator function, a
     :class:`StreamReader`) that yields ``{"data": body}`` per page (with ``paginate=``)
     instead of one list of every page, requesting a page only when the flow asks for the
-    next record. ``max_pages`` defaults to 100 pages, and to no limit with ``stream=True``
-    (memory then holds the pages in flight only). ``max_size``: a body over this many bytes raises
-    :class:`ResponseTooLargeError` before it is read whole (default
-    :data:`DEFAULT_MAX_SIZE`, 64 MiB; ``None``: no limit).
+    next record; in a flow with ``checkpoint=`` it resumes at the page after the last
+    committed one (see :class:`StreamReader`). ``max_pages`` defaults to 100 pages, and to
+    no limit with ``stream=True`` (memory then holds the pages in flight only).
+    ``max_size``: a body over this many bytes raises :class:`ResponseTooLargeError`
+    before it is read whole (default :data:`DEFAULT_MAX_SIZE`, 64 MiB; ``None``: no
+    limit).
 
     Its flow-side parameters: ``url`` when no ``url`` is given here, else the ``{field}``
     names of the URL template (filled in URL-quoted); and, optional, ``params`` and
