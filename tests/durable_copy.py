@@ -1,11 +1,11 @@
 """A process the kill-and-restart tests run (tests/test_checkpoints_kill.py):
 
-    python durable_copy.py jsonl SOURCE STATE URL TABLE
-        copy a JSON Lines file into a MySQL table with upsert, resuming from a file
-        checkpoint store (at least once; the upsert makes it exact);
-    python durable_copy.py mysql SOURCE DESTINATION URL CHECKPOINTS
-        copy a MySQL table into another one (no key) with mode="insert", resuming from a
-        MySQL checkpoint store on the same database (exactly once).
+python durable_copy.py jsonl SOURCE STATE URL TABLE
+    copy a JSON Lines file into a MySQL table with upsert, resuming from a file
+    checkpoint store (at least once; the upsert makes it exact);
+python durable_copy.py mysql SOURCE DESTINATION URL CHECKPOINTS
+    copy a MySQL table into another one (no key) with mode="insert", resuming from a
+    MySQL checkpoint store on the same database (exactly once).
 """
 
 from __future__ import annotations
