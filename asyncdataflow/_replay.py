@@ -73,6 +73,12 @@ async def replay(flow: DataFlow, sink: DeadLetterSink) -> Replayed:
                 if target is not None:
                     await target(**letter.input)
             except Exception as error:
+                if target is not flow:  # places in its notes are in the shorter flow
+                    error.add_note(
+                        f"asyncdataflow: replaying a dead letter of step {letter.step!r} at "
+                        f"{letter.path} of flow {flow.name!r} through the steps after its "
+                        f"source {letter.source}: places above count from that source"
+                    )
                 failed.append((letter, error))
                 continue
             if letter.id is not None:

@@ -30,7 +30,7 @@ from ._limits import semaphore, semaphores_for
 from ._merging import check_result, merge
 from ._notes import note
 from ._step_runner import StepRunner
-from .durable import _RESUME, Record
+from .durable import _RECORD, _RESUME, Record, Turns
 from .exceptions import DataFlowFunctionResultError
 from .info import RunInfo
 
@@ -305,19 +305,20 @@ class SourceRunner:
         emit: Emit | None,
         progress: list[Any],
     ) -> Data:
-        token = None
+        token = turns = None
         if self.ckpt is not None:
             token = _RESUME.set(await self.ckpt.load())  # what resume_position() returns
+            turns = self.ckpt.turns()
         elif _RESUME.get() is not None:  # inside a record of the tracked source
             token = _RESUME.set(None)  # this source starts from its beginning
         try:
-            return await self._drive_open(kw, d, rest, run, init, emit, progress)
+            return await self._drive_open(kw, d, rest, run, init, emit, progress, turns)
         finally:
             if token is not None:
                 _RESUME.reset(token)
 
     async def _drive_open(self, kw: Data, d: Data, rest: Rest | None, *args: Any) -> Data:
-        run, init, emit, progress = args
+        run, init, emit, progress, turns = args
         try:
             source = self.open(kw)
         except BaseException as error:
@@ -328,9 +329,9 @@ class SourceRunner:
             rest = self._lettered(rest)
         try:
             if self.window == 1 or rest is None:
-                result = await self._serial(source, d, run, init, rest, emit, progress)
+                result = await self._serial(source, d, run, init, rest, emit, progress, turns)
             else:
-                result = await self._windowed(source, d, run, init, rest, emit, progress)
+                result = await self._windowed(source, d, run, init, rest, emit, progress, turns)
         except BaseException:
             try:
                 await source.close()
@@ -373,6 +374,7 @@ class SourceRunner:
         rest: Rest | None,
         emit: Emit | None,
         progress: list[Any],
+        turns: Turns | None,
     ) -> Data:
         """Window 1: one record at a time, in the caller's task."""
         combine = None if self.visibility == "previous" else self.combine
@@ -387,6 +389,11 @@ class SourceRunner:
                     item, pos = _unwrap(item)
                     if item.__class__ is not dict:
                         item = check_result(item, self.info)
+                token = None
+                if turns is not None and pos is not _UNSET:
+                    assert ckpt is not None
+                    commit = ckpt.record(turns, index, pos)
+                    token = _RECORD.set(commit)  # a writer may commit it with its rows
                 try:
                     r = item if combine is None else combine(d, item, init)
                     if rest is None:
@@ -402,12 +409,20 @@ class SourceRunner:
                             rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit)
                         )
                         out = out if res is DROPPED else res
-                    if ckpt is not None and pos is not _UNSET:
-                        await ckpt.commit(pos)
+                    if token is not None:
+                        _RECORD.reset(token)
+                        token = None
+                        if not commit.done:
+                            await ckpt.commit(pos)  # type: ignore[union-attr]
                 except BaseException as error:
                     in_record = True
                     self.record_note(error, index)
                     raise
+                finally:
+                    if token is not None:
+                        _RECORD.reset(token)
+                if turns is not None:
+                    turns.advance(index)
                 index += 1
         except BaseException as error:
             if not in_record:
@@ -425,6 +440,7 @@ class SourceRunner:
         rest: Rest,
         emit: Emit | None,
         progress: list[Any],
+        turns: Turns | None,
     ) -> Data:
         """Up to ``window`` records at once, each in a task; released in order."""
         loop = asyncio.get_running_loop()
@@ -434,7 +450,8 @@ class SourceRunner:
         combine = self.combine
         window = self.window
         ckpt = self.ckpt
-        pending: deque[tuple[asyncio.Task[Data], int, _Sink | None, Any]] = deque()
+        # (task, index, sink, position, the record's commit when it carries a position)
+        pending: deque[tuple[asyncio.Task[Data], int, _Sink | None, Any, Any]] = deque()
         failed: asyncio.Task[Data] | None = None
         waiter: asyncio.Future[None] | None = None
         advancing = False
@@ -456,6 +473,7 @@ class SourceRunner:
         try:
             while True:
                 pos = _UNSET
+                last = -1
                 while pending and pending[0][0].done():
                     head = pending[0][0]
                     if head.cancelled() or head.exception() is not None:
@@ -464,12 +482,16 @@ class SourceRunner:
                     released = pending.popleft()
                     res = released[0].result()
                     out = out if res is DROPPED else res
-                    if released[3] is not _UNSET:
-                        pos = released[3]
+                    last = released[1]
+                    if released[3] is not _UNSET:  # to commit, unless its writer did
+                        commit = released[4]
+                        pos = _UNSET if commit is not None and commit.done else released[3]
                     if pending and pending[0][2] is not None:
                         pending[0][2].open()  # the new oldest record may emit
                 if ckpt is not None and pos is not _UNSET:
                     await ckpt.commit(pos)  # the last record released, all before it done
+                if turns is not None and last >= 0:
+                    turns.advance(last)
                 if failed is not None:
                     self._raise(failed, pending)
                 if exhausted:
@@ -504,15 +526,24 @@ class SourceRunner:
                         self.record_note(error, index)
                         raise
                     rrun = run if run is None else self.record_run(run, index)
-                    if emit is None:
-                        task = loop.create_task(rest(r, rrun, init))
-                        sink = None
-                    else:
-                        gate = None if not pending else loop.create_future()
-                        sink = _Sink(emit, gate)
-                        task = loop.create_task(rest(r, rrun, init, sink))
+                    commit = None
+                    if turns is not None and mark is not _UNSET:
+                        assert ckpt is not None
+                        commit = ckpt.record(turns, index, mark)
+                        token = _RECORD.set(commit)  # the task's context takes it
+                    try:
+                        if emit is None:
+                            task = loop.create_task(rest(r, rrun, init))
+                            sink = None
+                        else:
+                            gate = None if not pending else loop.create_future()
+                            sink = _Sink(emit, gate)
+                            task = loop.create_task(rest(r, rrun, init, sink))
+                    finally:
+                        if commit is not None:
+                            _RECORD.reset(token)
                     task.add_done_callback(done)
-                    pending.append((task, index, sink, mark))
+                    pending.append((task, index, sink, mark, commit))
                     index += 1
                     continue
                 waiter = loop.create_future()
@@ -525,7 +556,9 @@ class SourceRunner:
             raise
 
     def _raise(
-        self, failed: asyncio.Task[Data], pending: deque[tuple[asyncio.Task[Data], int, Any, Any]]
+        self,
+        failed: asyncio.Task[Data],
+        pending: deque[tuple[asyncio.Task[Data], int, Any, Any, Any]],
     ) -> None:
         index = next((i for t, i, *_ in pending if t is failed), -1)
         if failed.cancelled():

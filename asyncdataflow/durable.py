@@ -18,6 +18,7 @@ needs registering.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import math
@@ -29,11 +30,14 @@ from typing import Any, Protocol, runtime_checkable
 from .exceptions import DataFlowDefinitionError, DataFlowRunError
 
 __all__ = [
+    "AtLeastOnceWarning",
     "CheckpointStore",
     "DeadLetter",
     "DeadLetterSink",
     "Record",
+    "RecordCommit",
     "check_position",
+    "current_record",
     "resume_position",
 ]
 
@@ -76,6 +80,107 @@ def resume_position() -> Any:
     return _RESUME.get()
 
 
+class RecordCommit:
+    """The commit of one record's position, handed to the step that may make it part of
+    its own transaction (see :func:`current_record`).
+
+    A flow whose checkpoint store lives in the same database as its last step's writes
+    (``mysql.checkpoints`` with a ``mysql.writer`` on the same server and database) lets
+    that writer commit the record's rows and its position in one transaction; a restarted
+    flow then finds every record either written with its position or not at all.
+
+    Attributes:
+        store: the flow's checkpoint store.
+        name: the flow's name (the store's key).
+        position: this record's position.
+        positions: what to store under ``name`` once this record is committed (every
+            tracked position, this record's included).
+        writer: the step object allowed to commit in its transaction: the record's last
+            step, when it said yes to ``joins_checkpoint(store)``; else ``None``.
+
+    The writer calls :meth:`wait_turn` before it commits (records commit in order), then
+    :meth:`committed` once its transaction (rows and positions) has committed. A record
+    whose writer did not commit its position is committed by the flow when it finishes,
+    in its own transaction.
+    """
+
+    __slots__ = ("_turns", "done", "index", "name", "path", "position", "store", "writer")
+
+    def __init__(
+        self, store: Any, name: str, path: str, writer: Any, index: int, position: Any, turns: Any
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.path = path
+        self.writer = writer
+        self.index = index
+        self.position = position
+        self._turns: Turns | None = turns
+        self.done = False
+
+    @property
+    def positions(self) -> Positions:
+        base = {} if self._turns is None else self._turns.positions
+        return {**base, self.path: self.position}
+
+    async def wait_turn(self, ahead: int = 0) -> None:
+        """Return once at most ``ahead`` records before this one are still uncommitted
+        (``0``: every earlier record is committed, this one may commit)."""
+        turns = self._turns
+        if turns is not None and self.index - turns.upto - 1 > ahead:
+            await turns.wait(self.index - 1 - ahead)
+
+    def committed(self) -> None:
+        """Tell the flow this record's position is committed (with the writer's rows)."""
+        self.done = True
+        if self._turns is not None:
+            self._turns.positions[self.path] = self.position
+            self._turns.advance(self.index)
+
+
+class Turns:
+    """The order in which one source run's records commit: ``upto`` is the index of the
+    last record whose position is committed; waiters wake as it moves."""
+
+    __slots__ = ("positions", "upto", "waiters")
+
+    def __init__(self, positions: Positions, upto: int = -1) -> None:
+        self.positions = positions  # the checkpoint's positions, shared
+        self.upto = upto
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def wait(self, index: int) -> None:
+        """Until record ``index`` (and every one before it) is committed."""
+        if self.upto >= index:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append((index, future))
+        await future
+
+    def advance(self, index: int) -> None:
+        if index <= self.upto:
+            return
+        self.upto = index
+        ready = [w for w in self.waiters if w[0] <= index]
+        if ready:
+            self.waiters = [w for w in self.waiters if w[0] > index]
+            for _, future in ready:
+                if not future.done():
+                    future.set_result(None)
+
+
+_RECORD: contextvars.ContextVar[RecordCommit | None] = contextvars.ContextVar(
+    "asyncdataflow_record", default=None
+)
+
+
+def current_record() -> RecordCommit | None:
+    """The commit of the record being processed, when the flow has ``checkpoint=`` and
+    the record carries a position; ``None`` otherwise. A writer checks
+    ``record.writer is self`` before making the position part of its transaction."""
+    return _RECORD.get()
+
+
 @runtime_checkable
 class CheckpointStore(Protocol):
     """Where a flow's source positions survive a restart.
@@ -91,6 +196,12 @@ class CheckpointStore(Protocol):
     async def commit(self, name: str, positions: Mapping[str, Any]) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class AtLeastOnceWarning(UserWarning):
+    """A step that could write each record exactly once with the flow's checkpoint
+    (it said yes to ``joins_checkpoint(store)``) is not the record's last step, so its
+    records are written at least once."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,6 +319,14 @@ class MySQLStep(PicklesAsConfig):
         finally:
             await give_back(pool, conn)
 
+    def place(self) -> tuple[Any, ...]:
+        """Where the step's statements run: (host, port, database), or the pool object.
+        Two steps with the same place can share a transaction."""
+        kw = self._pool_kwargs
+        if kw is None:
+            return (id(self._user_pool),)
+        return (kw.get("host"), kw.get("port"), kw.get("db"))
+
     async def aclose(self) -> None:
         """Close the pool this step created in the running loop (a pool given with
         ``pool=`` is left open). The step may be used again afterwards."""

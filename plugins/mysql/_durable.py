@@ -43,13 +43,6 @@ class _TableStore(MySQLStep):
         await conn.commit()
         self._ready = {lp for lp in self._ready if not lp.is_closed()} | {loop}
 
-    def place(self) -> tuple[Any, ...]:
-        """Where the table lives: (host, port, database), or the pool object."""
-        kw = self._pool_kwargs
-        if kw is None:
-            return (id(self._user_pool),)
-        return (kw.get("host"), kw.get("port"), kw.get("db"))
-
 
 class MySQLCheckpoints(_TableStore):
     """A checkpoint store in a MySQL table: one row per flow name."""
@@ -94,6 +87,25 @@ class MySQLCheckpoints(_TableStore):
             async with conn.cursor() as cur:
                 await cur.execute(statement, args)
             await conn.commit()
+
+    async def holds(self, name: str, path: str, position: Any) -> bool:
+        """Whether the position committed for ``path`` under ``name`` is ``position``.
+
+        A locking read on a fresh connection: a transaction that wrote the positions and
+        whose COMMIT is still under way (its connection lost, its outcome unknown) holds
+        the row until it has committed or rolled back, so the answer is final.
+        """
+        async with self.connection() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(
+                    f"SELECT positions FROM {self.table} WHERE name = %s FOR UPDATE", (name,)
+                )
+                row = await cur.fetchone()
+            await conn.rollback()
+        if row is None:
+            return False
+        stored = json.loads(row[0])
+        return isinstance(stored, dict) and path in stored and _same(stored[path], position)
 
     async def commit_in(self, conn: Any, name: str, positions: Mapping[str, Any]) -> None:
         """Write the positions in the caller's open transaction on ``conn`` (a connection
@@ -159,6 +171,12 @@ class MySQLDeadLetters(_TableStore):
                     marks = ", ".join(["%s"] * len(chunk))
                     await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", chunk)
             await conn.commit()
+
+
+def _same(stored: Any, position: Any) -> bool:
+    """JSON's view of a position: a tuple is stored as a list."""
+    dump = json.dumps
+    return bool(dump(stored, sort_keys=True) == dump(position, sort_keys=True))
 
 
 def checkpoints(

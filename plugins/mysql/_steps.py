@@ -11,7 +11,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 # aiomysql comes through _common, which says how to install it when it is missing
-from asyncdataflow.durable import Record, resume_position
+from asyncdataflow.durable import Record, RecordCommit, current_record, resume_position
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import StepArgumentError
@@ -373,18 +373,63 @@ class Writer(MySQLStep):
         if not values:
             return {"rowcount": 0}
         self._check_values(columns, values)
+        record = current_record()
+        if record is not None and record.writer is self:  # exactly once, see docs/durable.md
+            written: dict[str, Any] = await self._write_with_position(columns, values, record)
+            return written
+        rowcount = 0
+        async with self.connection() as conn:
+            rowcount = await self._insert(conn, columns, values)
+            await conn.commit()
+        return {"rowcount": rowcount}
+
+    async def _insert(
+        self, conn: Any, columns: tuple[str, ...], values: Sequence[Sequence[Any]]
+    ) -> int:
+        """Begin a transaction on ``conn`` and write the rows in it (not committed)."""
         size = self._batch_size
         cursor = _QuietCursor if self._mode == "ignore" else aiomysql.Cursor
         rowcount = 0
-        async with self.connection() as conn:
-            keys = await self._keys(conn) if self._mode == "upsert" else frozenset()
-            statement = self._statement(columns, keys)
-            await conn.begin()
-            async with conn.cursor(cursor) as cur:
-                for start in range(0, len(values), size):
-                    rowcount += await cur.executemany(statement, values[start : start + size])
-            await conn.commit()
+        keys = await self._keys(conn) if self._mode == "upsert" else frozenset()
+        statement = self._statement(columns, keys)
+        await conn.begin()
+        async with conn.cursor(cursor) as cur:
+            for start in range(0, len(values), size):
+                rowcount += await cur.executemany(statement, values[start : start + size])
+        return rowcount
+
+    async def _write_with_position(
+        self, columns: tuple[str, ...], values: Sequence[Sequence[Any]], record: RecordCommit
+    ) -> dict[str, Any]:
+        """Exactly once: the rows and the record's position in one transaction, committed
+        in the record's turn. When the COMMIT's outcome is unknown (the connection went
+        away after sending it), the committed position tells whether it landed."""
+        store = record.store
+        pool = await self._pool()
+        # records ahead of their turn hold a connection while they wait: leave one free
+        # for the oldest, which never waits
+        await record.wait_turn(ahead=max(int(getattr(pool, "maxsize", 2)) - 2, 0))
+        sent = False
+        rowcount = 0
+        try:
+            async with self.connection() as conn:
+                rowcount = await self._insert(conn, columns, values)
+                await record.wait_turn()
+                await store.commit_in(conn, record.name, record.positions)
+                sent = True
+                await conn.commit()
+        except Exception:
+            if not (sent and await store.holds(record.name, record.path, record.position)):
+                raise
+        record.committed()
         return {"rowcount": rowcount}
+
+    def joins_checkpoint(self, store: Any) -> bool:
+        """Whether this writer commits its rows with the record's position: ``store`` is
+        a ``mysql.checkpoints`` on the same server and database (see docs/durable.md)."""
+        from ._durable import MySQLCheckpoints
+
+        return isinstance(store, MySQLCheckpoints) and store.place() == self.place()
 
 
 def reader(
