@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._compiler import Block, Fn
 from .durable import AtLeastOnceWarning, CheckpointStore, RecordCommit, Turns, check_name
-from .exceptions import DataFlowDefinitionError
+from .exceptions import DataFlowDefinitionError, DataFlowRunError
 
 if TYPE_CHECKING:
     from .flow import DataFlow
@@ -21,7 +21,7 @@ class Checkpoint:
     """The store, the flow's name and the place of the source whose positions it keeps
     (the first source at the top level of the definition)."""
 
-    __slots__ = ("name", "path", "positions", "store", "writer")
+    __slots__ = ("name", "path", "positions", "running", "store", "writer")
 
     def __init__(self, flow: DataFlow, store: Any, name: str | None) -> None:
         if not isinstance(store, CheckpointStore):
@@ -45,6 +45,7 @@ class Checkpoint:
             )
         self.path: str = sources[0]
         self.positions: dict[str, Any] = {}
+        self.running = False
         self.writer = self._writer(flow)
 
     def _writer(self, flow: DataFlow) -> Any:
@@ -79,6 +80,16 @@ class Checkpoint:
 
     def record(self, turns: Turns, index: int, position: Any) -> RecordCommit:
         return RecordCommit(self.store, self.name, self.path, self.writer, index, position, turns)
+
+    def begin(self) -> None:
+        if self.running:
+            raise DataFlowRunError(
+                f"DataFlow {self.name!r}: a run of this flow is already going on; a flow with "
+                f"checkpoint= runs one at a time (two runs would both start after the same "
+                f"position and write its records twice): await the first run, or give each "
+                f"concurrent flow its own name="
+            )
+        self.running = True
 
     async def load(self) -> Any:
         """The tracked source's last committed position (``None`` when none)."""

@@ -299,19 +299,24 @@ class SourceRunner:
 
     @contextlib.asynccontextmanager
     async def _resumed(self) -> AsyncIterator[Turns | None]:
-        """While the source runs: what resume_position() returns, and the checkpoint's
-        turns (``None`` without a checkpoint)."""
+        """While the source runs: the checkpoint's run (one at a time), what
+        resume_position() returns, and the checkpoint's turns (``None`` without one)."""
+        ckpt = self.ckpt
         token = turns = None
-        if self.ckpt is not None:
-            token = _RESUME.set(await self.ckpt.load())  # what resume_position() returns
-            turns = self.ckpt.turns()
-        elif _RESUME.get() is not None:  # inside a record of the tracked source
-            token = _RESUME.set(None)  # this source starts from its beginning
+        if ckpt is not None:
+            ckpt.begin()  # one run at a time: its positions are one sequence
         try:
+            if ckpt is not None:
+                token = _RESUME.set(await ckpt.load())  # what resume_position() returns
+                turns = ckpt.turns()
+            elif _RESUME.get() is not None:  # inside a record of the tracked source
+                token = _RESUME.set(None)  # this source starts from its beginning
             yield turns
         finally:
             if token is not None:
                 _RESUME.reset(token)
+            if ckpt is not None:
+                ckpt.running = False
 
     async def _drive(self, kw: Data, d: Data, rest: Rest | None, *args: Any) -> Data:
         run, init, emit, progress, turns = args

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from asyncdataflow import DataFlow, Record, resume_position, step
-from asyncdataflow.exceptions import DataFlowDefinitionError
+from asyncdataflow.exceptions import DataFlowDefinitionError, DataFlowRunError
 from asyncdataflow.plugins import files
 
 
@@ -200,3 +200,25 @@ async def test_mysql_reader_resumes_by_a_column(tmp_path: Path, tables: Any) -> 
         await flow()
     assert got == [*range(1, 21), *range(11, 26)]
     assert await store.load("by-id") == {"definition[0]": 25}
+
+
+async def test_a_flow_with_a_checkpoint_runs_one_run_at_a_time() -> None:
+    """Two runs at once would both start after the same position: the second is refused;
+    once the first has ended, the next run goes on."""
+    store = Store()
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(n: int) -> None:
+        entered.set()
+        await release.wait()
+
+    flow = DataFlow((numbers, hold), name="once", checkpoint=store)
+    first = asyncio.ensure_future(flow())
+    await entered.wait()
+    with pytest.raises(DataFlowRunError, match="already going on"):
+        await flow()
+    release.set()
+    await first
+    assert store.commits == list(range(10))
+    await flow()  # the store says all is done: nothing more, and no refusal
+    assert store.commits == list(range(10))
