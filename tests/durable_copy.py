@@ -1,7 +1,11 @@
-"""A process the kill-and-restart tests run: copy a JSON Lines file into a MySQL table
-with upsert, resuming from a file checkpoint store.
+"""A process the kill-and-restart tests run (tests/test_checkpoints_kill.py):
 
-    python durable_copy.py SOURCE STATE URL TABLE
+python durable_copy.py jsonl SOURCE STATE URL TABLE
+    copy a JSON Lines file into a MySQL table with upsert, resuming from a file
+    checkpoint store (at least once; the upsert makes it exact);
+python durable_copy.py mysql SOURCE DESTINATION URL CHECKPOINTS
+    copy a MySQL table into another one (no key) with mode="insert", resuming from a
+    MySQL checkpoint store on the same database (exactly once).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from asyncdataflow import DataFlow, step
 from asyncdataflow.plugins import files, mysql
 
 
-async def main(source: str, state: str, url: str, table: str) -> None:
+async def jsonl(source: str, state: str, url: str, table: str) -> None:
     flow = DataFlow(
         (
             step(files.reader(source, format="jsonl", chunk_size=50), window=4),
@@ -28,6 +32,28 @@ async def main(source: str, state: str, url: str, table: str) -> None:
         await flow()
 
 
+async def table(source: str, destination: str, url: str, checkpoints: str) -> None:
+    flow = DataFlow(
+        (
+            step(
+                mysql.reader(
+                    f"SELECT id, payload, v FROM `{source}`",
+                    url=url,
+                    chunk_size=1000,
+                    resume_by="id",
+                ),
+                window=4,
+            ),
+            mysql.writer(destination, url=url, mode="insert"),
+        ),
+        name="copy",
+        checkpoint=mysql.checkpoints(url=url, table=checkpoints),
+    )
+    async with flow:
+        await flow()
+
+
 if __name__ == "__main__":
     faulthandler.register(signal.SIGUSR1)  # a test that waits too long asks where it is
-    asyncio.run(main(*sys.argv[1:5]))
+    copy = {"jsonl": jsonl, "mysql": table}[sys.argv[1]]
+    asyncio.run(copy(*sys.argv[2:6]))

@@ -7,7 +7,8 @@ Already run elsewhere, so not here: the README's blocks (tests/test_docs.py, whi
 only that they print something: the printed values are checked here), docs/plugins.md
 (tests/test_hooks.py) and the block under "## A runnable example" of docs/http.md,
 docs/mysql.md and docs/files.md (tests/test_http.py, tests/test_mysql_docs.py,
-tests/test_files_docs.py)."""
+tests/test_files_docs.py) and docs/durable.md (examples/mysql_sync.py, which
+tests/test_checkpoints_kill.py kills and restarts; checked here to be that file)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,11 @@ def test_docs_example_not_run_elsewhere_runs_and_prints_its_comments(
     case: tuple[Path, int, str], tmp_path: Path
 ) -> None:
     check_prints(case[2], run(case[2], tmp_path))
+
+
+def test_the_durable_runnable_example_is_the_sync_example_as_it_is() -> None:
+    shown = runnable_example(ROOT / "docs" / "durable.md")
+    assert shown == (EXAMPLES / "mysql_sync.py").read_text(encoding="utf-8")
 
 
 README_BLOCKS = [case for case in ALL if case[0].name == "README.md"]
