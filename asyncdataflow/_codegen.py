@@ -62,6 +62,9 @@ class _Gen:
             "HOOKS": hooks,
         }
         self.watchers = flow._wiring.watchers
+        #: the block whose generated functions take ``emit`` (``flow.stream()`` hands each
+        #: record's output to it): the flow's own sequence when it holds a source
+        self.emitting: Block | None = None
         self.lines: list[str] = []
         self.n = 0
 
@@ -138,6 +141,12 @@ class _Gen:
             out.append(f"if not {w}.done: {w}(d)")
         return out or ["pass"]
 
+    def refuse_first(self, block: Block, item: Fn | Block, cause: str = "") -> list[str]:
+        """Indented lines for the flow's own first item when it cannot run: nothing can
+        (tell the hooks the block was not taken, raise the routing error)."""
+        out = ["    " + self.skip(block)[0]] if self.skip_hooks else []
+        return [*out, f"    raise _routing({self.const('P', item)}, d, True){cause}"]
+
     # -- blocks ---------------------------------------------------------------------
 
     def fn_branch(self, fn: Fn) -> str:
@@ -152,20 +161,14 @@ class _Gen:
         self.emit_function(name, body)
         return name
 
-    def seq(self, block: Block, guard_checked: bool, emitting: bool = False) -> str:
+    def seq(self, block: Block, guard_checked: bool) -> str:
         name = self.const("seq_", None)
-        emitting = emitting and has_source(block.items)
-        body = self.chain(block, block.items, guard_checked, True, emitting)
-        self.emit_function(name, body, emitting)
+        body = self.chain(block, block.items, guard_checked, True)
+        self.emit_function(name, body, block is self.emitting)
         return name
 
     def chain(
-        self,
-        block: Block,
-        items: list[Fn | Block],
-        guard_checked: bool,
-        has_first: bool,
-        emitting: bool,
+        self, block: Block, items: list[Fn | Block], guard_checked: bool, has_first: bool
     ) -> list[str]:
         """The body running ``items`` of a sequential block up to its first source, which
         takes over the rest (see :meth:`source`)."""
@@ -174,7 +177,7 @@ class _Gen:
             first = has_first and i == 0
             known = first and guard_checked
             if isinstance(item, Fn) and item.info.source:
-                return body + self.source(block, item, items[i + 1 :], first, known, emitting)
+                return body + self.source(block, item, items[i + 1 :], first, known)
             if isinstance(item, Block) and item.concurrent:
                 body += self.par(item, may_be_empty=not known, first=first)
                 continue
@@ -188,10 +191,8 @@ class _Gen:
                 body.append("try:")
                 body += [f"    a_{n} = d[{n!r}]" for n in item.info.required]
                 body.append("except KeyError:")
-                if first:  # the flow's own first item: nothing can run
-                    if self.skip_hooks:
-                        body.append("    " + self.skip(block)[0])
-                    body.append(f"    raise _routing({self.const('P', item)}, d, True) from None")
+                if first:
+                    body += self.refuse_first(block, item, " from None")
                 else:
                     body += ["    " + line for line in self.passed_over(item)]
                 body.append("else:")
@@ -212,11 +213,8 @@ class _Gen:
                 continue
             body.append(f"if {guard}:")
             body += ["    " + line for line in run]
-            if first:  # the flow's own first item: nothing can run
-                body.append("else:")
-                if self.skip_hooks:
-                    body.append("    " + self.skip(block)[0])
-                body.append(f"    raise _routing({self.const('P', item)}, d, True)")
+            if first:
+                body += ["else:", *self.refuse_first(block, item)]
             elif isinstance(item, Fn):
                 lines = self.passed_over(item)
                 if lines != ["pass"]:
@@ -225,26 +223,21 @@ class _Gen:
             elif self.skip_hooks:
                 body.append("else:")
                 body += ["    " + line for line in self.skip(item)]
-        if emitting:
+        if block is self.emitting:
             body += ["if emit is not None:", "    await emit(d)"]
         body.append("return d")
         return body
 
     def source(
-        self,
-        block: Block,
-        src: Fn,
-        rest_items: list[Fn | Block],
-        first: bool,
-        known: bool,
-        emitting: bool,
+        self, block: Block, src: Fn, rest_items: list[Fn | Block], first: bool, known: bool
     ) -> list[str]:
         """Lines that hand the block over to a source: the items after it run per record,
         in a generated function of their own (``None`` when the source is last)."""
+        emitting = block is self.emitting
         rest = "None"
         if rest_items:
             rest = self.const("rest_", None)
-            tail = self.chain(block, rest_items, False, False, emitting)
+            tail = self.chain(block, rest_items, False, False)
             self.emit_function(rest, tail, emitting)
         runner = self.const(
             "SRC", SourceRunner(self.flow, src, self.hooks, self.executor, self.visibility)
@@ -255,11 +248,10 @@ class _Gen:
         if known or guard == "True":
             return call
         body = [f"if {guard}:", "    " + call[0], "else:"]
+        if first:
+            return body + self.refuse_first(block, src)
         if self.skip_hooks:
-            body.append("    " + self.skip(block if first else src)[0])
-        if first:  # the flow's own first item: nothing can run
-            body.append(f"    raise _routing({self.const('P', src)}, d, True)")
-            return body
+            body.append("    " + self.skip(src)[0])
         # passed over like any later step: the rest of the block runs once, on its input
         if rest != "None":
             return [*body, f"    return await {rest}(d, run, init{e})"]
@@ -322,7 +314,8 @@ def generate(
     """The coroutine function ``entry(data, run, init)`` that runs the whole flow."""
     gen = _Gen(flow, visibility, hooks, executor)
     emits = has_source(root.items)
-    entry = gen.seq(root, guard_checked=False, emitting=emits)
+    gen.emitting = root if emits else None
+    entry = gen.seq(root, guard_checked=False)
     source = "\n".join(gen.lines)
     filename = _register_source(flow, source)
     code = compile(source, filename, "exec")

@@ -138,7 +138,24 @@ def _wall(loop_at: float, now: float) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(time.time() + loop_at - now))
 
 
-class Bucket:
+class _LoopState:
+    """What the state of a :class:`Rate` or :class:`Breaker` on one event loop holds:
+    the spec, the loop, and the timer that wakes its waiters (``None`` when none is
+    set)."""
+
+    __slots__ = ("loop", "spec", "timer")
+
+    def __init__(self, spec: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.spec, self.loop = spec, loop
+        self.timer: asyncio.TimerHandle | None = None
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class Bucket(_LoopState):
     """The token bucket of one :class:`Rate` on one event loop. Waiters are served in
     arrival order; a token is taken off when a waiter is woken, and given back if that
     waiter is cancelled before it runs."""
@@ -146,19 +163,17 @@ class Bucket:
     __slots__ = (
         "capacity",
         "clock",
-        "loop",
         "next_recover",
         "paused_until",
         "rate",
-        "spec",
         "stamp",
-        "timer",
         "tokens",
         "waiters",
     )
+    spec: Rate
 
     def __init__(self, spec: Rate, loop: asyncio.AbstractEventLoop) -> None:
-        self.spec, self.loop = spec, loop
+        super().__init__(spec, loop)
         self.clock = loop.time
         self.rate = float(spec.per_second)
         self.capacity = float(spec.burst)
@@ -167,7 +182,6 @@ class Bucket:
         self.paused_until = -math.inf
         self.next_recover = math.inf
         self.waiters: deque[asyncio.Future[None]] = deque()
-        self.timer: asyncio.TimerHandle | None = None
 
     def _refill(self, now: float) -> None:
         if now > self.stamp:
@@ -217,9 +231,7 @@ class Bucket:
             self._wake()
 
     def _wake(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         now = self.loop.time()
         if now >= self.paused_until:
             self._refill(now)
@@ -244,9 +256,7 @@ class Bucket:
         self.timer = self.loop.call_at(at, self._wake)
 
     def _reschedule(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         self._schedule()
 
     def slow_down(self, pause: float) -> float | None:
@@ -283,30 +293,20 @@ class Bucket:
         return previous
 
 
-class BreakerState:
+class BreakerState(_LoopState):
     """The state of one :class:`Breaker` on one event loop."""
 
-    __slots__ = (
-        "failures",
-        "last",
-        "loop",
-        "retry_at",
-        "spec",
-        "state",
-        "timer",
-        "trial",
-        "waiters",
-    )
+    __slots__ = ("failures", "last", "retry_at", "state", "trial", "waiters")
+    spec: Breaker
 
     def __init__(self, spec: Breaker, loop: asyncio.AbstractEventLoop) -> None:
-        self.spec, self.loop = spec, loop
+        super().__init__(spec, loop)
         self.state = CLOSED
         self.failures = 0
         self.last = ""
         self.retry_at = 0.0
         self.trial = False
         self.waiters: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None
 
     def blocked(self, now: float) -> bool:
         state = self.state
@@ -331,9 +331,7 @@ class BreakerState:
                 self.waiters.remove(fut)
 
     def _wake_all(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         waiters, self.waiters = self.waiters, []
         for fut in waiters:
             if not fut.done():
@@ -345,9 +343,7 @@ class BreakerState:
         self.trial = False
         self.last = f"{type(error).__name__}: {error}"[:200]
         self.retry_at = now + self.spec.reset_after
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._cancel_timer()
         if self.waiters:
             self.timer = self.loop.call_at(self.retry_at, self._wake_all)
 
@@ -608,6 +604,12 @@ class Guard:
         pause = float(pause)
         return pause if 0.0 <= pause < math.inf else spec.pause
 
+    def _tell(self, hook: str, run: RunInfo | None, **facts: Any) -> None:
+        """Call observer ``hook`` about this step (its flow, the run, the step) with
+        ``facts``."""
+        runner = self.runner
+        runner.hooks.emit(hook, flow=runner.flow, run=run, step=runner.info, **facts)
+
     def _tell_rate(
         self,
         run: RunInfo | None,
@@ -616,32 +618,17 @@ class Guard:
         pause: float,
         error: BaseException | None,
     ) -> None:
-        runner = self.runner
-        runner.hooks.emit(
-            "on_rate_change",
-            flow=runner.flow,
-            run=run,
-            step=runner.info,
-            rate=bucket.rate,
-            previous=bucket.rate if previous is None else previous,
-            pause=pause,
-            error=error,
-        )
+        rate = bucket.rate
+        previous = rate if previous is None else previous
+        self._tell("on_rate_change", run, rate=rate, previous=previous, pause=pause, error=error)
 
     def _tell_breaker(
         self, run: RunInfo | None, breaker: BreakerState, previous: str, error: BaseException | None
     ) -> None:
-        runner = self.runner
         retry_in = None
         if breaker.state is OPEN:
             retry_in = max(0.0, breaker.retry_at - breaker.loop.time())
-        runner.hooks.emit(
-            "on_breaker_change",
-            flow=runner.flow,
-            run=run,
-            step=runner.info,
-            state=breaker.state,
-            previous=previous,
-            error=error,
+        self._tell(
+            "on_breaker_change", run, state=breaker.state, previous=previous, error=error,
             retry_in=retry_in,
-        )
+        )  # fmt: skip

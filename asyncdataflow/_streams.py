@@ -13,6 +13,7 @@ exception goes on. Flows without sources never reach this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import inspect
@@ -263,7 +264,8 @@ class SourceRunner:
             started = time.perf_counter()
             progress = [0, False]  # records taken, whether the source itself raised
             try:
-                result = await self._drive(kw, d, run, init, rest, emit, progress)
+                async with self._resumed() as turns:
+                    result = await self._drive(kw, d, rest, run, init, emit, progress, turns)
             except BaseException as error:
                 delay = None
                 if progress[1] and progress[0] and info.retry is not None:
@@ -295,16 +297,10 @@ class SourceRunner:
                 )  # fmt: skip
             return result
 
-    async def _drive(
-        self,
-        kw: Data,
-        d: Data,
-        run: RunInfo | None,
-        init: Data,
-        rest: Rest | None,
-        emit: Emit | None,
-        progress: list[Any],
-    ) -> Data:
+    @contextlib.asynccontextmanager
+    async def _resumed(self) -> AsyncIterator[Turns | None]:
+        """While the source runs: the checkpoint's run (one at a time), what
+        resume_position() returns, and the checkpoint's turns (``None`` without one)."""
         ckpt = self.ckpt
         token = turns = None
         if ckpt is not None:
@@ -315,14 +311,14 @@ class SourceRunner:
                 turns = ckpt.turns()
             elif _RESUME.get() is not None:  # inside a record of the tracked source
                 token = _RESUME.set(None)  # this source starts from its beginning
-            return await self._drive_open(kw, d, rest, run, init, emit, progress, turns)
+            yield turns
         finally:
             if token is not None:
                 _RESUME.reset(token)
             if ckpt is not None:
                 ckpt.running = False
 
-    async def _drive_open(self, kw: Data, d: Data, rest: Rest | None, *args: Any) -> Data:
+    async def _drive(self, kw: Data, d: Data, rest: Rest | None, *args: Any) -> Data:
         run, init, emit, progress, turns = args
         try:
             source = self.open(kw)

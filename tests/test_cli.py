@@ -905,3 +905,19 @@ def test_help_lists_every_registered_subcommand(cli: Cli) -> None:
     listed = re.findall(r"^    (\w+) ", done.stdout, flags=re.M)
     assert listed == [register.__module__.rsplit(".", 1)[1] for register in COMMANDS]
     assert listed[:3] == ["run", "map", "graph"]
+
+
+def test_each_subcommand_s_help_is_its_handler_s_docstring(cli: Cli) -> None:
+    import importlib
+    import inspect
+
+    from asyncdataflow.cli import COMMANDS
+
+    listing = " ".join(cli("--help").stdout.split())  # argparse wraps long lines
+    for register in COMMANDS:
+        module = importlib.import_module(register.__module__)
+        name = module.__name__.rsplit(".", 1)[1]
+        summary, _, description = (inspect.getdoc(module.handle) or "").partition("\n\n")
+        assert f" {name} {summary} " in listing, name
+        shown = " ".join(cli(name, "--help").stdout.split())
+        assert f" {' '.join(description.split())} " in shown, name

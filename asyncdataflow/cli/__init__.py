@@ -3,7 +3,8 @@ its wiring, replay its dead letters, and list the loaded plugins.
 
 One module per subcommand; each has ``register(commands)``, which adds its parser with
 :func:`.commands.add_command` (the flow target and the ``handler``, a function of the
-parsed arguments that returns the exit code) and then its own options. A new subcommand
+parsed arguments that returns the exit code, whose docstring is the command's help) and
+then its own options. A new subcommand
 is a new module and one entry in ``COMMANDS``; a new option is a line in its module.
 Shared pieces: :mod:`.target` (loading ``MODULE:ATTR``), :mod:`.kwargs` (``key=value`` and
 ``key:=JSON``), :mod:`.output` (JSON output and error records), :mod:`.progress` (the

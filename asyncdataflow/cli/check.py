@@ -18,17 +18,7 @@ __all__ = ["register"]
 
 
 def register(commands: Commands) -> None:
-    check = add_command(
-        commands,
-        "check",
-        handle,
-        target="MODULE[:ATTR]",
-        summary="check a flow's wiring without running it",
-        description="For every step: its place, the parameters it needs, the keys known to "
-        "be available there, whether it is a guard, and its outputs. Exits 1 when a step "
-        "can never be taken or has a near miss (a parameter spelled like a key that reaches "
-        "it), 0 otherwise. MODULE alone checks every flow defined at the top of the module.",
-    )
+    check = add_command(commands, "check", handle, target="MODULE[:ATTR]")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -54,6 +44,13 @@ def _flows(target: str) -> list[tuple[str, DataFlow]]:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """check a flow's wiring without running it
+
+    For every step: its place, the parameters it needs, the keys known to be available
+    there, whether it is a guard, and its outputs. Exits 1 when a step can never be taken
+    or has a near miss (a parameter spelled like a key that reaches it), 0 otherwise.
+    MODULE alone checks every flow defined at the top of the module.
+    """
     try:
         flows = _flows(args.target)
     except UsageError as error:

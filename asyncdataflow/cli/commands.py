@@ -1,9 +1,10 @@
 """What every subcommand's ``register`` does: add its parser, with the flow target as its
-first argument, and the handler that runs it."""
+first argument, and the handler that runs it (whose docstring is the command's help)."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +23,21 @@ def add_command(
     name: str,
     handler: Handler,
     *,
-    summary: str,
-    description: str,
     target: str = "MODULE:ATTR",
     target_help: str | None = None,
     target_optional: bool = False,
 ) -> argparse.ArgumentParser:
-    """Add subcommand ``name`` (``summary`` for the command list, ``description`` for its
-    ``--help``) taking the flow ``target``; returns its parser for the options."""
+    """Add subcommand ``name``, run by ``handler``, taking the flow ``target``; returns its
+    parser for the options.
+
+    As with click, the handler's docstring is the command's help: its first line is the
+    summary in the command list, the paragraphs after it the description ``--help`` shows
+    (argparse fills the lines again, so where a docstring breaks them does not matter).
+    """
+    doc = inspect.getdoc(handler)
+    if not doc:
+        raise TypeError(f"subcommand {name!r}: its handler {handler!r} needs a docstring")
+    summary, _, description = doc.partition("\n\n")
     parser = commands.add_parser(name, help=summary, description=description)
     options: dict[str, Any] = {"metavar": target, "help": target_help}
     if target_optional:

@@ -27,15 +27,7 @@ _TEXT_FORMATS = {"mmd": "mermaid", "mermaid": "mermaid", "dot": "dot", "gv": "do
 
 
 def register(commands: Commands) -> None:
-    graph_ = add_command(
-        commands,
-        "graph",
-        handle,
-        summary="print the flow's structure as Mermaid or DOT, or render it",
-        description="Print the flow's blocks and steps, with the parameters each takes and "
-        "the keys it returns where known. --output FILE.svg/.png/.pdf renders through "
-        "Graphviz's dot; FILE.mmd/.dot writes the text.",
-    )
+    graph_ = add_command(commands, "graph", handle)
     graph_.add_argument(
         "--format", choices=("mermaid", "dot"), default=None, help="text format (default mermaid)"
     )
@@ -43,6 +35,12 @@ def register(commands: Commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """print the flow's structure as Mermaid or DOT, or render it
+
+    Print the flow's blocks and steps, with the parameters each takes and the keys it
+    returns where known. --output FILE.svg/.png/.pdf renders through Graphviz's dot;
+    FILE.mmd/.dot writes the text.
+    """
     flow = load_flow(args.target)
     if args.output is None:
         text = graph.to_dot(flow) if args.format == "dot" else graph.to_mermaid(flow)

@@ -28,14 +28,7 @@ __all__ = ["register"]
 
 
 def register(commands: Commands) -> None:
-    map_ = add_command(
-        commands,
-        "map",
-        handle,
-        summary="run a flow once per line of a JSON Lines file",
-        description="Run MODULE:ATTR once per JSON object in --input; write the results in "
-        "input order as JSON lines and the failures (line, input, error) to --errors.",
-    )
+    map_ = add_command(commands, "map", handle)
     map_.add_argument(
         "--input",
         required=True,
@@ -75,6 +68,11 @@ def register(commands: Commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """run a flow once per line of a JSON Lines file
+
+    Run MODULE:ATTR once per JSON object in --input; write the results in input order as
+    JSON lines and the failures (line, input, error) to --errors.
+    """
     return asyncio.run(_map(args))
 
 

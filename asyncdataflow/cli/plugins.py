@@ -18,16 +18,7 @@ __all__ = ["register"]
 
 
 def register(commands: Commands) -> None:
-    plugins = add_command(
-        commands,
-        "plugins",
-        handle,
-        target="MODULE[:ATTR]",
-        target_optional=True,
-        summary="list the loaded plugins and the hooks each implements",
-        description="List the built-in, entry-point and registered plugins. Give a MODULE to "
-        "import first (for the plugins it registers), or MODULE:ATTR to add that flow's own.",
-    )
+    plugins = add_command(commands, "plugins", handle, target="MODULE[:ATTR]", target_optional=True)
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -82,6 +73,11 @@ def plugin_rows(flow: DataFlow | None) -> list[dict[str, Any]]:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """list the loaded plugins and the hooks each implements
+
+    List the built-in, entry-point and registered plugins. Give a MODULE to import first
+    (for the plugins it registers), or MODULE:ATTR to add that flow's own.
+    """
     flow: DataFlow | None = None
     if args.target:
         if ":" in args.target:

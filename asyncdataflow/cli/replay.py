@@ -35,11 +35,6 @@ def register(commands: Commands) -> None:
         handle,
         target_help="the flow that wrote the letters (its name= picks them), or a function "
         "with no arguments that returns it",
-        summary="run a flow's dead letters again; remove the ones that now succeed",
-        description="Run the dead letters of MODULE:ATTR (those written under its name=) "
-        "through the flow again, remove the ones that now succeed, print how many did and "
-        "how many still fail (each on stderr as a JSON line). Exit 0 when none still "
-        "fails, 1 when some do (they stay in the sink).",
     )
     replay.add_argument(
         "--dead-letters",
@@ -56,6 +51,13 @@ def register(commands: Commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """run a flow's dead letters again; remove the ones that now succeed
+
+    Run the dead letters of MODULE:ATTR (those written under its name=) through the flow
+    again, remove the ones that now succeed, print how many did and how many still fail
+    (each on stderr as a JSON line). Exit 0 when none still fails, 1 when some do (they
+    stay in the sink).
+    """
     return asyncio.run(_replay(args))
 
 

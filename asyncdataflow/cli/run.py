@@ -27,9 +27,6 @@ def register(commands: Commands) -> None:
         "run",
         handle,
         target_help="a DataFlow, or a function with no arguments that returns one",
-        summary="run a flow once (or as a loop) and print its result as JSON",
-        description="Run MODULE:ATTR with the given keyword arguments and print the result "
-        "as JSON. key=value passes a string, key:=JSON a parsed JSON value.",
     )
     run.add_argument("kwargs", nargs="*", metavar="key=value | key:=JSON")
     run.add_argument(
@@ -58,6 +55,11 @@ def register(commands: Commands) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    """run a flow once (or as a loop) and print its result as JSON
+
+    Run MODULE:ATTR with the given keyword arguments and print the result as JSON.
+    key=value passes a string, key:=JSON a parsed JSON value.
+    """
     return asyncio.run(_run(args))
 
 
