@@ -27,11 +27,16 @@ if TYPE_CHECKING:
     from .flow import DataFlow
 
 
+# json.dumps(kwargs, sort_keys=True, default=repr, ensure_ascii=False), without building an
+# encoder for every input
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False).encode
+_SHA1 = hashlib.sha1
+
+
 def fingerprint(kwargs: Mapping[str, Any]) -> str:
     """A short, stable fingerprint of one input's kwargs (JSON, keys sorted; values JSON
     cannot hold count by their ``repr``)."""
-    text = json.dumps(kwargs, sort_keys=True, default=repr, ensure_ascii=False)
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+    return _SHA1(_CANONICAL(kwargs).encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def read_journal(path: str) -> tuple[dict[int, str], dict[str, Any]]:
@@ -81,9 +86,12 @@ class Journal:
                     os.write(self.fd, b"\n")
 
     def record(self, index: int, mark: str, **extra: Any) -> None:
-        # one small write to the page cache: no thread needed, and no torn line
-        entry = {"i": index, "h": mark, **extra}
-        os.write(self.fd, json.dumps(entry).encode() + b"\n")
+        # one small write to the page cache: no thread needed, and no torn line; the line
+        # is json.dumps({"i": index, "h": mark, **extra}) (a hex mark needs no escaping)
+        line = b'{"i": %d, "h": "%s"' % (index, mark.encode())
+        if extra:
+            line += b", " + json.dumps(extra).encode()[1:-1]
+        os.write(self.fd, line + b"}\n")
 
     def close(self) -> None:
         os.close(self.fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from asyncdataflow import DataFlow
+from asyncdataflow._journal import Journal, fingerprint, read_journal
 from asyncdataflow.exceptions import DataFlowCallError
 
 RUNS: list[int] = []
@@ -154,3 +156,21 @@ def test_killed_and_restarted_every_input_is_taken_at_least_once_and_none_lost(
     assert set(lines) == set(range(3000))  # nothing lost
     # at most the result in the consumer's hands at each kill is taken again
     assert len(lines) - 3000 <= 3
+
+
+def test_journal_lines_and_fingerprints_keep_their_format(tmp_path: Path) -> None:
+    """Journals written by earlier versions stay readable and resumable: each line is
+    json.dumps of the entry, the fingerprint the SHA-1 of the sorted JSON of the input."""
+    for kw in ({"n": 1}, {"b": [1, {"z": 2, "a": "é"}], "a": None}, {"f": fingerprint}):
+        text = json.dumps(kw, sort_keys=True, default=repr, ensure_ascii=False)
+        assert fingerprint(kw) == hashlib.sha1(text.encode()).hexdigest()[:16]
+    path = tmp_path / "j"
+    journal = Journal(str(path))
+    journal.record(3, "00ff00ff00ff00ff")
+    journal.record(4, "0123456789abcdef", out=12, note='é"x')
+    journal.close()
+    assert path.read_bytes().splitlines() == [
+        json.dumps({"i": 3, "h": "00ff00ff00ff00ff"}).encode(),
+        json.dumps({"i": 4, "h": "0123456789abcdef", "out": 12, "note": 'é"x'}).encode(),
+    ]
+    assert read_journal(str(path))[0] == {3: "00ff00ff00ff00ff", 4: "0123456789abcdef"}
