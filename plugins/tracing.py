@@ -39,20 +39,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-try:
+from asyncdataflow import __version__
+from asyncdataflow.hookspecs import hookimpl
+
+from ._extras import needs
+
+with needs("tracing", "opentelemetry-api", only=("opentelemetry",)):
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
-    if not (exc.name or "").startswith("opentelemetry"):
-        raise
-    raise ImportError(
-        "asyncdataflow.plugins.tracing needs opentelemetry-api: "
-        'pip install "asyncdataflow[tracing]"'
-    ) from exc
-
-from asyncdataflow import __version__
-from asyncdataflow.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from asyncdataflow.flow import DataFlow

@@ -16,14 +16,12 @@ from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.durable import Record, resume_position
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
-try:
+from .._extras import needs
+
+with needs("http", "aiohttp"):
     import aiohttp
     from multidict import CIMultiDict, CIMultiDictProxy
     from yarl import URL
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        'asyncdataflow.plugins.http needs aiohttp: pip install "asyncdataflow[http]"'
-    ) from e
 
 from .._errors import PackDefinitionError, StepArgumentError
 from .._vocab import (
