@@ -189,14 +189,9 @@ class TracingPlugin:
 
     @hookimpl
     def on_rate_change(
-        self,
-        run: RunInfo,
-        step: StepInfo,
-        rate: float,
-        previous: float,
-        pause: float,
+        self, run: RunInfo, step: StepInfo, rate: float, previous: float, pause: float,
         error: BaseException | None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         attributes: dict[str, Any] = {
             "asyncdataflow.rate": rate,
             "asyncdataflow.rate.previous": previous,
@@ -210,14 +205,9 @@ class TracingPlugin:
 
     @hookimpl
     def on_breaker_change(
-        self,
-        run: RunInfo,
-        step: StepInfo,
-        state: str,
-        previous: str,
-        error: BaseException | None,
-        retry_in: float | None,
-    ) -> None:
+        self, run: RunInfo, step: StepInfo, state: str, previous: str,
+        error: BaseException | None, retry_in: float | None,
+    ) -> None:  # fmt: skip
         attributes: dict[str, Any] = {"asyncdataflow.breaker.previous": previous}
         if retry_in is not None:
             attributes["asyncdataflow.breaker.retry_in"] = retry_in
