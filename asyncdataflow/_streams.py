@@ -547,6 +547,8 @@ class SourceRunner:
                     pending.append((task, index, sink, mark, commit))
                     index += 1
                     continue
+                if pending[0][0].done():  # finished while a commit was awaited
+                    continue
                 waiter = loop.create_future()
                 try:
                     await waiter

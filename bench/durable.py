@@ -27,7 +27,9 @@ Sections (all by default):
            ``journal=`` (a fresh journal file each run); then the command
            ``asyncdataflow map --concurrency 10`` over the same inputs with and without
            ``--journal`` (each a process of its own, start-up included). Ratio =
-           journal / none (target <= 1.10).
+           journal / none (target <= 1.10). Last, the journal's own cost per input:
+           ``flow.map`` of a step that does nothing over ``--cost-inputs`` inputs
+           (20,000), concurrency 100, with and without ``journal=``.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ async def best_of(
     return best
 
 
-def ratio(label: str, over: float, under: float) -> None:
-    print(f"  {label:<44} {over / under:.2f}")
+def ratio(label: str, over: float, under: float, note: str = "") -> None:
+    print(f"  {label:<44} {over / under:.2f}{note}")
 
 
 # -- mysql: a checkpointed copy ----------------------------------------------------------
@@ -221,16 +223,22 @@ async def wait(n: int) -> dict[str, Any]:
     return {"n": n}
 
 
-async def bench_journal(rounds: int, count: int) -> None:
-    flow = DataFlow((wait,))
+async def nothing(n: int) -> dict[str, Any]:
+    return {"n": n}
+
+
+async def bench_journal(rounds: int, count: int, cost_count: int) -> None:
+    flow, idle = DataFlow((wait,)), DataFlow((nothing,))
     inputs = [{"n": n} for n in range(count)]
+    many = [{"n": n} for n in range(cost_count)]
     with tempfile.TemporaryDirectory() as folder:
         journal = Path(folder) / "map.journal"
 
-        async def run(concurrency: int, with_journal: bool) -> None:
+        async def run(concurrency: int, with_journal: bool, of: DataFlow = flow) -> None:
             given = {"journal": journal} if with_journal else {}
-            got = [r async for r in flow.map(inputs, concurrency=concurrency, **given)]
-            assert len(got) == count
+            todo = inputs if of is flow else many
+            got = [r async for r in of.map(todo, concurrency=concurrency, **given)]
+            assert len(got) == len(todo)
 
         async def fresh() -> None:
             journal.unlink(missing_ok=True)
@@ -259,18 +267,26 @@ async def bench_journal(rounds: int, count: int) -> None:
         cases["asyncdataflow map"] = lambda: cli(False)
         cases["asyncdataflow map --journal"] = lambda: cli(True)
         best = await best_of(rounds, cases, fresh)
+        cost = await best_of(
+            rounds,
+            {"none": lambda: run(100, False, idle), "journal": lambda: run(100, True, idle)},
+            fresh,
+        )
 
     print(f"journal: {count:,} inputs of a 5 ms step, best of {rounds} rounds")
     for name, seconds in best.items():
         print(f"  {name:<40} {seconds * 1000:8.1f} ms")
     print("ratios (time over time; target <= 1.10):")
-    for concurrency in (10, 100):
-        name = f"map, concurrency {concurrency}"
-        ratio(f"{name}: journal / none", best[f"{name}, journal"], best[name])
-    ratio(
-        "asyncdataflow map: --journal / none",
-        best["asyncdataflow map --journal"],
-        best["asyncdataflow map"],
+    pairs = [(f"map, concurrency {c}", f"map, concurrency {c}, journal") for c in (10, 100)]
+    pairs.append(("asyncdataflow map", "asyncdataflow map --journal"))
+    for none, journal in pairs:
+        extra = (best[journal] - best[none]) / count * 1e6
+        ratio(f"{journal} / none", best[journal], best[none], f"  ({extra:+.0f} us per input)")
+    per = {name: seconds / cost_count * 1e6 for name, seconds in cost.items()}
+    print(
+        f"the journal's own cost: {per['journal'] - per['none']:.1f} us per input\n"
+        f"  ({per['journal']:.1f} against {per['none']:.1f} us per input for a step that does "
+        f"nothing, {cost_count:,} inputs, concurrency 100)"
     )
 
 
@@ -280,6 +296,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--inputs", type=int, default=1000)
+    parser.add_argument("--cost-inputs", type=int, default=20_000)
     parser.add_argument("--url", default=URL)
     args = parser.parse_args()
     sections = args.sections or ["mysql", "journal"]
@@ -288,7 +305,7 @@ async def main() -> None:
     if "mysql" in sections:
         await bench_mysql(args.rounds, args.rows, args.url)
     if "journal" in sections:
-        await bench_journal(args.rounds, args.inputs)
+        await bench_journal(args.rounds, args.inputs, args.cost_inputs)
 
 
 if __name__ == "__main__":

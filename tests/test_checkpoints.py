@@ -222,3 +222,35 @@ async def test_a_flow_with_a_checkpoint_runs_one_run_at_a_time() -> None:
     assert store.commits == list(range(10))
     await flow()  # the store says all is done: nothing more, and no refusal
     assert store.commits == list(range(10))
+
+
+async def test_records_that_finish_while_a_commit_is_awaited_are_released() -> None:
+    """A store whose commit takes a while: the last records finish during it, and the
+    run still ends (it used to wait for a wake-up that had already passed)."""
+    committing = asyncio.Event()
+    both_done = asyncio.Event()
+    finished: list[int] = []
+
+    class SlowStore(Store):
+        async def commit(self, name: str, positions: Any) -> None:
+            committing.set()
+            await both_done.wait()  # records 1 and 2 finish during this commit
+            for _ in range(3):  # and their tasks' done callbacks run (call_soon) before it ends
+                await asyncio.sleep(0)
+            await super().commit(name, positions)
+
+    async def three() -> Any:
+        for n in range(3):
+            yield Record({"n": n}, position=n)
+
+    async def work(n: int) -> None:
+        if n:
+            await committing.wait()
+        finished.append(n)
+        if len(finished) == 3:
+            both_done.set()
+
+    store = SlowStore()
+    flow = DataFlow((step(three, window=4), work), name="slow-commit", checkpoint=store)
+    await asyncio.wait_for(flow(), 10)
+    assert store.commits == [0, 2]  # released together after the first commit: the last
