@@ -6,11 +6,9 @@ import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._protect import Breaker, Rate
-    from .options import Retry
+from .options import CallOptions
 
 _counter = itertools.count(1)
 _prefix = ""
@@ -34,7 +32,7 @@ def _new_run_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class StepInfo:
+class StepInfo(CallOptions):
     """One step of a compiled flow, as the hooks see it.
 
     Attributes:
@@ -67,11 +65,6 @@ class StepInfo:
     inline: bool
     params: tuple[str, ...]
     required: tuple[str, ...]
-    timeout: float | None = None
-    retry: Retry | None = None
-    limit: int | None = None
-    rate: Rate | None = None
-    breaker: Breaker | None = None
     source: str | None = None
     window: int | None = None
     dead_letter: Any = field(default=None, repr=False)

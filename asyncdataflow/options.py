@@ -93,17 +93,28 @@ class Retry:
         return pause
 
 
-@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
-class StepOptions:
-    """What :func:`step` attaches to a callable (read by the compiler)."""
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class CallOptions:
+    """How every call of a step is made: its timeout, retry policy, limit, rate and
+    breaker. :class:`StepOptions` holds them as :func:`step` was given them,
+    :class:`~asyncdataflow.StepInfo` as the compiled step runs with them. Keyword-only,
+    so that a subclass's own fields keep their places in its ``__init__``; no ``__eq__``
+    or ``__hash__`` of its own, so that each subclass keeps its own (a ``StepOptions`` is
+    compared, and a limit's semaphores are keyed, by identity)."""
 
-    func: Callable[..., Any]
-    name: str | None = None
     timeout: float | None = None
     retry: Retry | None = None
     limit: int | None = None
     rate: Rate | None = None
     breaker: Breaker | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
+class StepOptions(CallOptions):
+    """What :func:`step` attaches to a callable (read by the compiler)."""
+
+    func: Callable[..., Any]
+    name: str | None = None
     outputs: tuple[str, ...] | None = None
     window: int | None = None
     dead_letter: Any = None

@@ -7,6 +7,8 @@ the compiler) so that a flow's wiring can be checked when it is built.
 from __future__ import annotations
 
 import keyword
+import string
+from collections.abc import Callable
 from typing import Any
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
@@ -26,6 +28,29 @@ def check_key(owner: str, key: object) -> str:
             "travel under in the flow's data), e.g. key='orders'"
         )
     return key
+
+
+def format_fields(
+    template: str,
+    bad_template: Callable[[ValueError], Exception],
+    check: Callable[[str, str, str | None], None],
+) -> tuple[str, ...]:
+    """The ``{field}`` names of a ``str.format`` template (a file path's, a URL's), in
+    order of first appearance: each becomes a parameter of the step. Raises
+    ``bad_template(error)`` for a template that does not parse; ``check(field, spec,
+    conversion)`` raises for a field the caller refuses."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise bad_template(error) from None
+    fields: list[str] = []
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        check(field, spec or "", conversion)
+        if field not in fields:
+            fields.append(field)
+    return tuple(fields)
 
 
 def declare_outputs(step: Any, *keys: str) -> None:

@@ -41,18 +41,13 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
-    if not (exc.name or "").startswith("prometheus_client"):
-        raise
-    raise ImportError(
-        "asyncdataflow.plugins.metrics needs prometheus_client: "
-        'pip install "asyncdataflow[metrics]"'
-    ) from exc
-
 from asyncdataflow.exceptions import DataFlowDefinitionError
 from asyncdataflow.hookspecs import hookimpl
+
+from ._extras import needs
+
+with needs("metrics", "prometheus_client", only=("prometheus_client",)):
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from asyncdataflow.flow import DataFlow

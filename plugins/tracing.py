@@ -39,20 +39,15 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-try:
+from asyncdataflow import __version__
+from asyncdataflow.hookspecs import hookimpl
+
+from ._extras import needs
+
+with needs("tracing", "opentelemetry-api", only=("opentelemetry",)):
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
-    if not (exc.name or "").startswith("opentelemetry"):
-        raise
-    raise ImportError(
-        "asyncdataflow.plugins.tracing needs opentelemetry-api: "
-        'pip install "asyncdataflow[tracing]"'
-    ) from exc
-
-from asyncdataflow import __version__
-from asyncdataflow.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from asyncdataflow.flow import DataFlow
@@ -194,14 +189,9 @@ class TracingPlugin:
 
     @hookimpl
     def on_rate_change(
-        self,
-        run: RunInfo,
-        step: StepInfo,
-        rate: float,
-        previous: float,
-        pause: float,
+        self, run: RunInfo, step: StepInfo, rate: float, previous: float, pause: float,
         error: BaseException | None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         attributes: dict[str, Any] = {
             "asyncdataflow.rate": rate,
             "asyncdataflow.rate.previous": previous,
@@ -215,14 +205,9 @@ class TracingPlugin:
 
     @hookimpl
     def on_breaker_change(
-        self,
-        run: RunInfo,
-        step: StepInfo,
-        state: str,
-        previous: str,
-        error: BaseException | None,
-        retry_in: float | None,
-    ) -> None:
+        self, run: RunInfo, step: StepInfo, state: str, previous: str,
+        error: BaseException | None, retry_in: float | None,
+    ) -> None:  # fmt: skip
         attributes: dict[str, Any] = {"asyncdataflow.breaker.previous": previous}
         if retry_in is not None:
             attributes["asyncdataflow.breaker.retry_in"] = retry_in

@@ -257,3 +257,37 @@ def test_bad_factory_arguments_are_definition_errors(tmp_path: Path):
     for make in makers:
         with pytest.raises(DataFlowDefinitionError):
             make()
+
+
+@pytest.mark.parametrize(
+    ("importing", "library", "says"),
+    [
+        ("from asyncdataflow.plugins import files", "aiofiles", "files needs aiofiles"),
+        ("from asyncdataflow.plugins.http import reader", "aiohttp", "http needs aiohttp"),
+        (
+            "import asyncdataflow.plugins.metrics",
+            "prometheus_client",
+            "metrics needs prometheus_client",
+        ),
+        (
+            "import asyncdataflow.plugins.tracing",
+            "opentelemetry",
+            "tracing needs opentelemetry-api",
+        ),
+    ],
+)
+def test_an_integration_without_its_library_names_the_extra_to_install(
+    importing: str, library: str, says: str
+) -> None:
+    import subprocess
+    import sys
+
+    code = f"import sys\nsys.modules[{library!r}] = None  # as if not installed\n{importing}\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    extra = says.split()[0]
+    assert last == (
+        f'ImportError: asyncdataflow.plugins.{says}: pip install "asyncdataflow[{extra}]"'
+    )

@@ -5,6 +5,11 @@ aiofiles so the event loop never waits on the disk. Needs ``pip install
 """
 
 from .._errors import StepArgumentError
+from .._extras import needs
+
+with needs("files", "aiofiles"):  # before the modules that import it
+    import aiofiles  # noqa: F401
+
 from ._chunks import CHUNK_FORMATS
 from ._durable import FileCheckpoints, FileDeadLetters, checkpoints, dead_letters
 from ._formats import FORMATS

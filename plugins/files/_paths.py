@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import keyword
 import os
-import string
 from collections.abc import Mapping
 from typing import Any
 
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import StepArgumentError
+from .._vocab import format_fields
 
 
 class FilesArgumentError(DataFlowDefinitionError, ValueError):
@@ -61,30 +61,26 @@ def template_fields(template: str, owner: str) -> tuple[str, ...]:
     ``{0}``), attribute and index access (``{a.b}``, ``{a[0]}``) and nested fields in a
     format spec are refused, because each field becomes a parameter of the step.
     """
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as error:
-        raise FilesArgumentError(
+
+    def bad_template(error: ValueError) -> FilesArgumentError:
+        return FilesArgumentError(
             f"{owner}: path template {template!r} is not a valid format string ({error}); "
             "write a literal brace as '{{' or '}}'"
-        ) from None
-    fields: list[str] = []
-    for _literal, field, spec, _conversion in parsed:
-        if field is None:
-            continue
+        )
+
+    def check(field: str, spec: str, _conversion: str | None) -> None:
         if not field.isidentifier() or keyword.iskeyword(field):
             raise FilesArgumentError(
                 f"{owner}: path template {template!r} has field {{{field}}}; each field "
                 "must be a plain name (like {day}), which becomes a parameter of the step"
             )
-        if spec and ("{" in spec or "}" in spec):
+        if "{" in spec or "}" in spec:
             raise FilesArgumentError(
                 f"{owner}: path template {template!r} nests a field in the format spec of "
                 f"{{{field}}}; use a plain spec like {{{field}:03d}}"
             )
-        if field not in fields:
-            fields.append(field)
-    return tuple(fields)
+
+    return format_fields(template, bad_template, check)
 
 
 def fill(template: str, values: Mapping[str, Any]) -> str:

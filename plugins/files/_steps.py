@@ -13,14 +13,9 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-try:
-    import aiofiles
-    import aiofiles.os
-    import aiofiles.threadpool
-except ImportError as error:  # pragma: no cover - the extra is installed in tests
-    raise ImportError(
-        'asyncdataflow.plugins.files needs aiofiles: pip install "asyncdataflow[files]"'
-    ) from error
+import aiofiles
+import aiofiles.os
+import aiofiles.threadpool
 
 from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.durable import Record, resume_position

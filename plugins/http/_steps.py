@@ -9,21 +9,19 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, Unpack
 
 from asyncdataflow._pickling import PicklesAsConfig
 from asyncdataflow.durable import Record, resume_position
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
-try:
+from .._extras import needs
+
+with needs("http", "aiohttp"):
     import aiohttp
     from multidict import CIMultiDict, CIMultiDictProxy
     from yarl import URL
-except ImportError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        'asyncdataflow.plugins.http needs aiohttp: pip install "asyncdataflow[http]"'
-    ) from e
 
 from .._errors import PackDefinitionError, StepArgumentError
 from .._vocab import (
@@ -161,9 +159,48 @@ def _check_status(response: aiohttp.ClientResponse) -> None:
     )
 
 
+class _Call(NamedTuple):
+    """What one request of a call goes with: the session, the URL, the query parameters
+    and the headers."""
+
+    session: aiohttp.ClientSession
+    url: URL
+    params: Mapping[str, Any] | None
+    headers: CIMultiDict[str] | None
+
+
+class _Options(TypedDict):
+    """What every HTTP step takes besides its URL (:func:`reader` and :func:`writer` say
+    what each means)."""
+
+    method: str
+    headers: Mapping[str, str] | None
+    auth: Auth | None
+    timeout: float | None
+    session: aiohttp.ClientSession | None
+    key: str
+    max_size: NotRequired[int | None]
+
+
+def _options(
+    method: str,
+    headers: Mapping[str, str] | None,
+    auth: Auth | None,
+    timeout: float | None,
+    session: aiohttp.ClientSession | None,
+    key: str,
+    max_size: int | None,
+) -> _Options:
+    return _Options(
+        method=method, headers=headers, auth=auth, timeout=timeout, session=session, key=key,
+        max_size=max_size,
+    )  # fmt: skip
+
+
 class _HttpStep(PicklesAsConfig):
     """What reader and writer share: URL (fixed, template or ``url`` parameter),
-    headers, auth, timeout, the session, and ``aclose()``."""
+    headers, auth, timeout, the session, the size limit of a response, and ``aclose()``;
+    the ``key`` is each one's own."""
 
     _kind = "http"
 
@@ -171,15 +208,13 @@ class _HttpStep(PicklesAsConfig):
         self,
         url: str | URL | None,
         *,
-        method: str,
-        headers: Mapping[str, str] | None,
-        auth: Auth | None,
-        timeout: float | None,
-        session: aiohttp.ClientSession | None,
         limit_per_host: int | None,
         extra_params: tuple[str, ...],
         required_extra: tuple[str, ...] = (),
+        **options: Unpack[_Options],
     ) -> None:
+        method, timeout, session = options["method"], options["timeout"], options["session"]
+        headers, auth = options["headers"], options["auth"]
         shown_url = "<url>" if url is None else redact_url(url)
         where = f"http.{self._kind}({method!s} {shown_url})"
         if not isinstance(method, str) or not method.isalpha():
@@ -261,6 +296,7 @@ class _HttpStep(PicklesAsConfig):
         params = [inspect.Parameter(name, _KW) for name in (*url_params, *required_extra)]
         params += [inspect.Parameter(name, _KW, default=None) for name in extra_params]
         self.__signature__ = inspect.Signature(params)
+        self._max_size = _check_max_size(where, options.get("max_size", DEFAULT_MAX_SIZE))
 
     def __repr__(self) -> str:
         return f"<{self.__qualname__}>"
@@ -348,15 +384,7 @@ class _HttpStep(PicklesAsConfig):
         )
 
     async def _request(
-        self,
-        session: aiohttp.ClientSession,
-        url: URL,
-        params: Mapping[str, Any] | None,
-        headers: CIMultiDict[str] | None,
-        body_kw: dict[str, Any],
-        start: float,
-        *,
-        all_methods: bool,
+        self, call: _Call, body_kw: dict[str, Any], *, all_methods: bool
     ) -> aiohttp.ClientResponse:
         """Send the request and follow redirects, returning the final response (the
         caller releases it). aiohttp's own redirect handling is off because it keeps
@@ -365,6 +393,8 @@ class _HttpStep(PicklesAsConfig):
         another origin drops every secret header; ``all_methods=False`` (the writer)
         follows only 307/308, which repeat the request with its body, and returns any
         other redirect for ``_check_status`` to raise."""
+        start = time.perf_counter()
+        session, url, params, headers = call
         method = self._method
         deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
         origin = url.origin()
@@ -420,11 +450,25 @@ class _HttpStep(PicklesAsConfig):
             message="Too many redirects",
         )
 
-    def _note_timeout(self, error: BaseException, url: URL) -> None:
-        error.add_note(
-            f"{self.__qualname__}: no complete response from {redact_url(url)} within "
-            f"timeout={self._timeout_s} s (set timeout= on the factory)"
-        )
+    @contextlib.asynccontextmanager
+    async def _exchange(
+        self, sent: Awaitable[aiohttp.ClientResponse], url: URL, read_as: str
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, Any]]:
+        """The response of a request to ``url`` being ``sent`` (:meth:`_request`), its
+        status checked, and its body read ``read_as``. A timeout, in the request or in
+        what the caller does with the response, gets a note naming the step's
+        ``timeout=``."""
+        try:
+            async with await sent as response:
+                _check_status(response)
+                body = await _read_body(response, read_as, self.__qualname__, self._max_size)
+                yield response, body
+        except TimeoutError as e:
+            e.add_note(
+                f"{self.__qualname__}: no complete response from {redact_url(url)} within "
+                f"timeout={self._timeout_s} s (set timeout= on the factory)"
+            )
+            raise
 
     async def aclose(self) -> None:
         """Close the sessions this step created (never one passed in with ``session=``).
@@ -433,7 +477,9 @@ class _HttpStep(PicklesAsConfig):
 
 
 class Reader(_HttpStep):
-    """The step :func:`reader` returns."""
+    """The step :func:`reader` returns: each call requests the URL (page after page with
+    ``paginate=``) and returns the decoded body, or the part ``select=`` picks, under its
+    key."""
 
     _kind = "reader"
 
@@ -441,29 +487,16 @@ class Reader(_HttpStep):
         self,
         url: str | URL | None,
         *,
-        method: str,
         params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        auth: Auth | None,
-        timeout: float | None,
         format: ReadFormat,
         paginate: Literal["link"] | Paginator | None,
         max_pages: int,
-        session: aiohttp.ClientSession | None,
         limit_per_host: int | None,
-        key: str,
         select: str | None,
-        max_size: int | None = DEFAULT_MAX_SIZE,
+        **options: Unpack[_Options],
     ) -> None:
         super().__init__(
-            url,
-            method=method,
-            headers=headers,
-            auth=auth,
-            timeout=timeout,
-            session=session,
-            limit_per_host=limit_per_host,
-            extra_params=("params", "headers"),
+            url, limit_per_host=limit_per_host, extra_params=("params", "headers"), **options
         )
         where = self.__qualname__
         if format not in _READ_FORMATS:
@@ -475,12 +508,11 @@ class Reader(_HttpStep):
             )
         if not isinstance(max_pages, int) or max_pages < 1:
             raise DataFlowDefinitionError(f"{where}: max_pages must be an int >= 1")
-        self._max_size = _check_max_size(where, max_size)
         self._params = dict(params or {})
         self._format = format
         self._paginate = paginate
         self._max_pages = max_pages
-        self._key = check_key(where, key)
+        self._key = check_key(where, options["key"])
         self._select = parse_select(where, select)
         if self._select and format in ("text", "bytes"):
             raise DataFlowDefinitionError(
@@ -489,9 +521,7 @@ class Reader(_HttpStep):
             )
         declare_outputs(self, self._key)
 
-    def _call_args(
-        self, kwargs: Mapping[str, Any]
-    ) -> tuple[aiohttp.ClientSession, URL, Mapping[str, Any] | None, CIMultiDict[str] | None]:
+    def _call_args(self, kwargs: Mapping[str, Any]) -> _Call:
         """The session, URL, query parameters and headers of one call."""
         url, auth = self._target(kwargs)
         params = kwargs.get("params")
@@ -500,64 +530,41 @@ class Reader(_HttpStep):
         else:
             params = self._params or None
         headers = self._merge_headers(auth, kwargs.get("headers"))
-        return self._sessions.get(), url, params, headers
+        return _Call(self._sessions.get(), url, params, headers)
 
     async def __call__(self, **kwargs: Any) -> dict[str, Any]:
-        session, url, params, headers = self._call_args(kwargs)
+        call = self._call_args(kwargs)
         if self._paginate is None:
-            body, _ = await self._get(session, url, params, headers, None)
+            body, _ = await self._get(call, None)
             return {self._key: body}
-        return {self._key: await self._get_pages(session, url, params, headers)}
+        return {self._key: await self._get_pages(call)}
 
     async def _get(
-        self,
-        session: aiohttp.ClientSession,
-        url: URL,
-        params: Mapping[str, Any] | None,
-        headers: CIMultiDict[str] | None,
-        paginate: Literal["link"] | Paginator | None,
+        self, call: _Call, paginate: Literal["link"] | Paginator | None
     ) -> tuple[Any, URL | None]:
         """One request: the decoded body and, when paginating, the next page's URL."""
-        start = time.perf_counter()
-        try:
-            async with await self._request(
-                session, url, params, headers, {}, start, all_methods=True
-            ) as response:
-                _check_status(response)
-                body = await _read_body(response, self._format, self.__qualname__, self._max_size)
-                next_url = None
-                if paginate is not None:  # the paginator sees the whole body
-                    next_url = await _next_url(paginate, body, response)
-                if self._select:
-                    body = select_path(body, self._select, self.__qualname__, response.url)
-                return body, next_url
-        except TimeoutError as e:
-            self._note_timeout(e, url)
-            raise
+        sent = self._request(call, {}, all_methods=True)
+        async with self._exchange(sent, call.url, self._format) as (response, body):
+            next_url = None
+            if paginate is not None:  # the paginator sees the whole body
+                next_url = await _next_url(paginate, body, response)
+            if self._select:
+                body = select_path(body, self._select, self.__qualname__, response.url)
+        return body, next_url
 
-    async def _get_pages(
-        self,
-        session: aiohttp.ClientSession,
-        url: URL,
-        params: Mapping[str, Any] | None,
-        headers: CIMultiDict[str] | None,
-    ) -> list[Any]:
-        bodies = [page.body async for page in self._pages(session, url, params, headers)]
+    async def _get_pages(self, call: _Call) -> list[Any]:
+        bodies = [page.body async for page in self._pages(call)]
         if all(isinstance(b, list) for b in bodies):
             return [item for body in bodies for item in body]
         return bodies
 
     async def _pages(
-        self,
-        session: aiohttp.ClientSession,
-        url: URL,
-        params: Mapping[str, Any] | None,
-        headers: CIMultiDict[str] | None,
-        resume: tuple[URL, int] | None = None,
+        self, call: _Call, resume: tuple[URL, int] | None = None
     ) -> AsyncGenerator[_Page, None]:
-        """Each page, requesting the next one only when asked for it; from ``url`` (with
-        ``params``), or from ``resume`` (a page's URL, carrying its own query, and its
-        number). Secret headers go only to ``url``'s origin."""
+        """Each page, requesting the next one only when asked for it; from the call's URL
+        (with its query parameters), or from ``resume`` (a page's URL, carrying its own
+        query, and its number). Secret headers go only to the call URL's origin."""
+        _, url, params, headers = call
         origin = url.origin()
         next_url: URL | None = url
         page = 0
@@ -583,7 +590,8 @@ class Reader(_HttpStep):
             here = next_url
             query = params if fetched == 1 else None  # next URLs carry their own query
             try:
-                body, next_url = await self._get(session, here, query, page_headers, self._paginate)
+                page_call = call._replace(url=here, params=query, headers=page_headers)
+                body, next_url = await self._get(page_call, self._paginate)
             except Exception as e:
                 if page > 1:
                     e.add_note(f"{self.__qualname__}: while fetching page {page}")
@@ -614,13 +622,13 @@ class StreamReader(Reader):
 
     async def __call__(self, **kwargs: Any) -> AsyncGenerator[dict[str, Any], None]:  # type: ignore[override]
         position = resume_position()
-        session, url, params, headers = self._call_args(kwargs)
+        call = self._call_args(kwargs)
         if self._paginate is None:
-            body, _ = await self._get(session, url, params, headers, None)
+            body, _ = await self._get(call, None)
             yield {self._key: body}
             return
         resume = None if position is None else self._resume_from(position)
-        pages = self._pages(session, url, params, headers, resume)
+        pages = self._pages(call, resume)
         async with contextlib.aclosing(pages):
             async for page in pages:
                 if page.next is None:  # the last page, for now: read it again next time
@@ -663,38 +671,24 @@ def _check_max_size(where: str, max_size: Any) -> int | None:
 
 
 class Writer(_HttpStep):
-    """The step :func:`writer` returns."""
+    """The step :func:`writer` returns: each call sends its data parameter (as JSON, a
+    form or bytes) and returns the response's status and decoded body."""
 
     _kind = "writer"
 
     def __init__(
-        self,
-        url: str | URL | None,
-        *,
-        method: str,
-        format: WriteFormat,
-        headers: Mapping[str, str] | None,
-        auth: Auth | None,
-        timeout: float | None,
-        session: aiohttp.ClientSession | None,
-        key: str,
-        max_size: int | None = DEFAULT_MAX_SIZE,
+        self, url: str | URL | None, *, format: WriteFormat, **options: Unpack[_Options]
     ) -> None:
-        where = f"http.writer({method!s} {'<url>' if url is None else redact_url(url)})"
-        self._key = check_key(where, key)
+        where = f"http.writer({options['method']!s} {'<url>' if url is None else redact_url(url)})"
+        self._key = check_key(where, options["key"])
         super().__init__(
             url,
-            method=method,
-            headers=headers,
-            auth=auth,
-            timeout=timeout,
-            session=session,
             limit_per_host=None,
             extra_params=("params", "headers"),
             required_extra=(self._key,),
+            **options,
         )
         declare_outputs(self, "status", "response")
-        self._max_size = _check_max_size(self.__qualname__, max_size)
         if format not in _WRITE_FORMATS:
             raise DataFlowDefinitionError(
                 f"{self.__qualname__}: format must be one of {_WRITE_FORMATS}"
@@ -711,19 +705,12 @@ class Writer(_HttpStep):
         url, auth = self._target(kwargs)
         params = kwargs.get("params") or None
         headers = self._merge_headers(auth, kwargs.get("headers"))
-        session = self._sessions.get()
+        call = _Call(self._sessions.get(), url, params, headers)
         body_kw: dict[str, Any] = {"json": data} if self._format == "json" else {"data": data}
-        start = time.perf_counter()
-        try:
-            async with await self._request(
-                session, url, params, headers, body_kw, start, all_methods=False
-            ) as response:
-                _check_status(response)
-                body = await _read_body(response, "auto", self.__qualname__, self._max_size)
-                return {"status": response.status, "response": body}
-        except TimeoutError as e:
-            self._note_timeout(e, url)
-            raise
+        sent = self._request(call, body_kw, all_methods=False)
+        async with self._exchange(sent, url, "auto") as (response, body):
+            status = response.status
+        return {"status": status, "response": body}
 
 
 def reader(
@@ -765,21 +752,16 @@ def reader(
     """
     if max_pages is None:
         max_pages = sys.maxsize if stream else 100
+    options = _options(method, headers, auth, timeout, session, key, max_size)
     return (StreamReader if stream else Reader)(
         url,
-        method=method,
         params=params,
-        headers=headers,
-        auth=auth,
-        timeout=timeout,
         format=format,
         paginate=paginate,
         max_pages=max_pages,
-        session=session,
         limit_per_host=limit_per_host,
-        key=key,
         select=select,
-        max_size=max_size,
+        **options,
     )
 
 
@@ -803,14 +785,5 @@ def writer(
     when no ``url`` is given here, else the URL template's fields; and, optional,
     ``params`` and ``headers``.
     """
-    return Writer(
-        url,
-        method=method,
-        format=format,
-        headers=headers,
-        auth=auth,
-        timeout=timeout,
-        session=session,
-        key=key,
-        max_size=max_size,
-    )
+    options = _options(method, headers, auth, timeout, session, key, max_size)
+    return Writer(url, format=format, **options)

@@ -7,7 +7,6 @@ field is a flow-side parameter of the step, filled in URL-quoted (``/`` becomes 
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -15,7 +14,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from asyncdataflow.exceptions import DataFlowDefinitionError
 
 from .._errors import PackDefinitionError
-from .._vocab import unencoded_userinfo, without_userinfo
+from .._vocab import format_fields, unencoded_userinfo, without_userinfo
 
 REDACTED = "***"
 
@@ -55,9 +54,6 @@ def add_secret_names(*names: str) -> None:
     _added.update(name.lower() for name in names)
 
 
-_formatter = string.Formatter()
-
-
 def is_secret_name(name: str) -> bool:
     """Whether a header or query-parameter name carries a secret value."""
     lower = name.lower()
@@ -70,17 +66,14 @@ def template_fields(template: str, *, where: str) -> tuple[str, ...]:
     Raises DataFlowDefinitionError for a field that is not a plain identifier (``{}``,
     ``{0}``, ``{a.b}``, ``{a!r}``, ``{a:>3}``) or for an unbalanced brace.
     """
-    try:
-        parsed = list(_formatter.parse(template))
-    except ValueError as e:
-        raise DataFlowDefinitionError(
+
+    def bad_template(e: ValueError) -> DataFlowDefinitionError:
+        return DataFlowDefinitionError(
             f"{where}: bad URL template {redact_url(template)!r}: {e}; write a field as "
             "{name} and a literal brace as {{ or }}"
-        ) from None
-    fields: list[str] = []
-    for _literal, name, spec, conversion in parsed:
-        if name is None:
-            continue
+        )
+
+    def check(name: str, spec: str, conversion: str | None) -> None:
         if not name.isidentifier() or spec or conversion:
             shown = "{" + name + (f"!{conversion}" if conversion else "")
             shown += (f":{spec}" if spec else "") + "}"
@@ -88,9 +81,8 @@ def template_fields(template: str, *, where: str) -> tuple[str, ...]:
                 f"{where}: URL template field {shown} is not a plain name; write fields "
                 "as {name} with a Python identifier (they become the step's parameters)"
             )
-        if name not in fields:
-            fields.append(name)
-    return tuple(fields)
+
+    return format_fields(template, bad_template, check)
 
 
 #: What a dot segment is written as: a value of "." or ".." must fill its segment, not
