@@ -97,12 +97,16 @@ def test_a_joining_writer_that_is_not_last_is_warned_of(mysql_url: str) -> None:
 # -- rows and position together, in order -----------------------------------------------
 
 
-async def uncommitted_writes(expected: int, run: asyncio.Future[Any]) -> None:
-    """Until ``expected`` transactions on the server hold written, uncommitted rows."""
+async def uncommitted_writes(user: str, expected: int, run: asyncio.Future[Any]) -> None:
+    """Until ``expected`` transactions of ``user`` hold written, uncommitted rows."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
-    query = "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_rows_modified >= %s"
-    while (await asyncio.to_thread(sql, query, (ROWS,)))[0][0] < expected:
+    query = (
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
+        "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "WHERE t.trx_rows_modified >= %s AND p.USER = %s"
+    )
+    while (await asyncio.to_thread(sql, query, (ROWS, user)))[0][0] < expected:
         if run.done():
             run.result()
         assert loop.time() < deadline, "the later records never waited with their rows"
@@ -115,8 +119,9 @@ async def test_later_records_wait_for_the_earlier_ones_with_their_rows(
     """Window 4: records 1-3 write their rows and wait for record 0; record 0 fails: none
     of their rows and no position is committed. Run again: every row once."""
     table, ckpt = dest(tables), tables.name("ckpt")
-    store = mysql.checkpoints(url=mysql_url, table=ckpt)
-    writer = mysql.writer(table, url=mysql_url)
+    user, url = tables.user()  # its transactions are the ones watched
+    store = mysql.checkpoints(url=url, table=ckpt)
+    writer = mysql.writer(table, url=url)
     release = asyncio.Event()
     broken = True
 
@@ -132,7 +137,7 @@ async def test_later_records_wait_for_the_earlier_ones_with_their_rows(
     )
     try:
         run = asyncio.ensure_future(flow())
-        await uncommitted_writes(3, run)
+        await uncommitted_writes(user, 3, run)
         release.set()
         with pytest.raises(RuntimeError, match="record 0 fails"):
             await run
