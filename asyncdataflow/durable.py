@@ -97,6 +97,9 @@ class RecordCommit:
             tracked position, this record's included).
         writer: the step object allowed to commit in its transaction: the record's last
             step, when it said yes to ``joins_checkpoint(store)``; else ``None``.
+        unsure: for the writer's own use across its attempts (a retry): ``True`` while
+            an earlier attempt's COMMIT may have landed, which the next attempt must ask
+            the store about before it writes again.
 
     The writer calls :meth:`wait_turn` before it commits (records commit in order), then
     :meth:`committed` once its transaction (rows and positions) has committed. A record
@@ -104,7 +107,9 @@ class RecordCommit:
     in its own transaction.
     """
 
-    __slots__ = ("_turns", "done", "index", "name", "path", "position", "store", "writer")
+    __slots__ = (
+        "_turns", "done", "index", "name", "path", "position", "store", "unsure", "writer",
+    )  # fmt: skip
 
     def __init__(
         self, store: Any, name: str, path: str, writer: Any, index: int, position: Any, turns: Any
@@ -117,6 +122,7 @@ class RecordCommit:
         self.position = position
         self._turns: Turns | None = turns
         self.done = False
+        self.unsure = False  # set by a writer while its COMMIT's outcome is unknown
 
     @property
     def positions(self) -> Positions:

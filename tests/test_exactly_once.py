@@ -190,6 +190,7 @@ class Proxy:
     table: str
     when: str
     cuts: int
+    checks: int = 0  # how many of the store's locking reads to cut too (before the server)
     done: int = 0
     seen: int = 0
     closers: list[Any] = field(default_factory=list)
@@ -222,6 +223,10 @@ class Proxy:
                     header = await reader.readexactly(4)
                     payload = await reader.readexactly(int.from_bytes(header[:3], "little"))
                     query = payload[1:] if payload[:1] == b"\x03" else b""
+                    if self.checks and query.endswith(b"FOR UPDATE"):
+                        self.checks -= 1
+                        close()
+                        return
                     if f"INTO `{self.table}`".encode() in query:
                         inserted = True
                     if inserted and query.strip().upper() == b"COMMIT":
@@ -248,9 +253,12 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def proxy(mysql_url: str, table: str, when: str, cuts: int) -> AsyncIterator[Any]:
+async def proxy(
+    mysql_url: str, table: str, when: str, cuts: int, checks: int = 0
+) -> AsyncIterator[Any]:
     parts = urlsplit(mysql_url)
-    state = Proxy((parts.hostname or "127.0.0.1", parts.port or 3306), table, when, cuts)
+    target = (parts.hostname or "127.0.0.1", parts.port or 3306)
+    state = Proxy(target, table, when, cuts, checks)
     server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     netloc = f"{parts.username or 'root'}{':' + parts.password if parts.password else ''}"
@@ -307,3 +315,24 @@ async def test_without_the_checkpoint_a_lost_answer_duplicates_rows(
             await writer.aclose()
     assert state.done == 2
     assert counts(table) == (8 * ROWS, 6 * ROWS)  # two records written twice
+
+
+async def test_when_asking_the_store_fails_too_the_retry_asks_before_writing(
+    mysql_url: str, tables: Tables
+) -> None:
+    """The COMMIT's answer is lost and so is the locking read that would tell whether it
+    landed: the step fails, and its retry asks the store first instead of writing again."""
+    table, ckpt = dest(tables), tables.name("ckpt")
+    async with proxy(mysql_url, table, "after", cuts=2, checks=2) as (state, url):
+        store = mysql.checkpoints(url=url, table=ckpt)
+        writer = mysql.writer(table, url=url)
+        retry = Retry(attempts=5, backoff=0.01, jitter=False, on=LOST)
+        flow = DataFlow((records(6), step(writer, retry=retry)), name="unsure", checkpoint=store)
+        try:
+            await flow()
+        finally:
+            await flow.aclose()
+            await writer.aclose()
+    assert (state.done, state.checks) == (2, 0)  # both COMMITs and both reads were cut
+    assert counts(table) == (6 * ROWS, 6 * ROWS)
+    assert committed(ckpt, "unsure") == '{"definition[0]": 5}'

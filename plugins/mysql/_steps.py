@@ -405,6 +405,11 @@ class Writer(MySQLStep):
         in the record's turn. When the COMMIT's outcome is unknown (the connection went
         away after sending it), the committed position tells whether it landed."""
         store = record.store
+        if record.unsure:  # an earlier attempt's COMMIT may have landed: the store says
+            if await store.holds(record.name, record.path, record.position):
+                record.committed()
+                return {"rowcount": len(values)}
+            record.unsure = False
         pool = await self._pool()
         # records ahead of their turn hold a connection while they wait: leave one free
         # for the oldest, which never waits
@@ -419,7 +424,11 @@ class Writer(MySQLStep):
                 sent = True
                 await conn.commit()
         except Exception:
-            if not (sent and await store.holds(record.name, record.path, record.position)):
+            if not sent:
+                raise
+            record.unsure = True  # until the store has answered
+            if not await store.holds(record.name, record.path, record.position):
+                record.unsure = False
                 raise
         record.committed()
         return {"rowcount": rowcount}
