@@ -78,7 +78,7 @@ class Checkpoint:
         """The commit order of one run of the tracked source (after :meth:`load`)."""
         return Turns(self.positions)
 
-    def record(self, turns: Turns, index: int, position: Any) -> RecordCommit:
+    def record(self, turns: Turns | None, index: int, position: Any) -> RecordCommit:
         return RecordCommit(self.store, self.name, self.path, self.writer, index, position, turns)
 
     def begin(self) -> None:

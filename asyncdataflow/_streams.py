@@ -390,9 +390,8 @@ class SourceRunner:
                     item, pos = _unwrap(item)
                     if item.__class__ is not dict:
                         item = check_result(item, self.info)
-                token = None
-                if turns is not None and pos is not _UNSET:
-                    assert ckpt is not None
+                commit = None
+                if ckpt is not None and pos is not _UNSET:
                     commit = ckpt.record(turns, index, pos)
                     token = _RECORD.set(commit)  # a writer may commit it with its rows
                 try:
@@ -410,17 +409,14 @@ class SourceRunner:
                             rest(r, rrun, init) if emit is None else rest(r, rrun, init, emit)
                         )
                         out = out if res is DROPPED else res
-                    if token is not None:
-                        _RECORD.reset(token)
-                        token = None
-                        if not commit.done:
-                            await ckpt.commit(pos)  # type: ignore[union-attr]
+                    if commit is not None and not commit.done:
+                        await ckpt.commit(pos)  # type: ignore[union-attr]
                 except BaseException as error:
                     in_record = True
                     self.record_note(error, index)
                     raise
                 finally:
-                    if token is not None:
+                    if commit is not None:
                         _RECORD.reset(token)
                 if turns is not None:
                     turns.advance(index)
@@ -528,8 +524,7 @@ class SourceRunner:
                         raise
                     rrun = run if run is None else self.record_run(run, index)
                     commit = None
-                    if turns is not None and mark is not _UNSET:
-                        assert ckpt is not None
+                    if ckpt is not None and mark is not _UNSET:
                         commit = ckpt.record(turns, index, mark)
                         token = _RECORD.set(commit)  # the task's context takes it
                     try:

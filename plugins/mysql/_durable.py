@@ -59,10 +59,16 @@ class MySQLCheckpoints(_TableStore):
 
     async def load(self, name: str) -> dict[str, Any]:
         check_name(self.__qualname__, name)
+        return await self._read(name)
+
+    async def _read(self, name: str, lock: bool = False) -> dict[str, Any]:
+        """The positions stored under ``name``; ``lock``: a locking read, which waits for
+        a transaction that wrote them and has not ended yet."""
+        query = f"SELECT positions FROM {self.table} WHERE name = %s"
         async with self.connection() as conn:
             await self._ensure(conn)
             async with conn.cursor() as cur:
-                await cur.execute(f"SELECT positions FROM {self.table} WHERE name = %s", (name,))
+                await cur.execute(query + " FOR UPDATE" if lock else query, (name,))
                 row = await cur.fetchone()
             await conn.commit()  # end the read's transaction: later reads see new commits
         if row is None:
@@ -95,17 +101,8 @@ class MySQLCheckpoints(_TableStore):
         whose COMMIT is still under way (its connection lost, its outcome unknown) holds
         the row until it has committed or rolled back, so the answer is final.
         """
-        async with self.connection() as conn:
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    f"SELECT positions FROM {self.table} WHERE name = %s FOR UPDATE", (name,)
-                )
-                row = await cur.fetchone()
-            await conn.rollback()
-        if row is None:
-            return False
-        stored = json.loads(row[0])
-        return isinstance(stored, dict) and path in stored and _same(stored[path], position)
+        stored = await self._read(name, lock=True)
+        return path in stored and _same(stored[path], position)
 
     async def commit_in(self, conn: Any, name: str, positions: Mapping[str, Any]) -> None:
         """Write the positions in the caller's open transaction on ``conn`` (a connection
